@@ -1,0 +1,42 @@
+"""smallab-db: smallab's easy experiment API, with every run kept in a SQL database."""
+
+from __future__ import annotations
+
+from smallab_db.errors import (
+    DatabaseError,
+    ExperimentError,
+    ExportError,
+    SchemaError,
+    SmallabError,
+    SpecError,
+    UsageError,
+)
+from smallab_db.execution import RemoteExperimentError
+from smallab_db.experiment import Experiment
+from smallab_db.generators import MultiComputerGenerator, SpecificationGenerator
+from smallab_db.results import UnreadableResultWarning
+from smallab_db.runner import ExperimentRunner, RunSummary
+from smallab_db.specification import specification_hash
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # running experiments
+    "Experiment",
+    "ExperimentRunner",
+    "RunSummary",
+    # specifications
+    "SpecificationGenerator",
+    "MultiComputerGenerator",
+    "specification_hash",
+    # errors and warnings
+    "SmallabError",
+    "SpecError",
+    "ExperimentError",
+    "UsageError",
+    "DatabaseError",
+    "SchemaError",
+    "ExportError",
+    "RemoteExperimentError",
+    "UnreadableResultWarning",
+]

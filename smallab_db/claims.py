@@ -1,0 +1,70 @@
+"""Handing out claimed runs one at a time, claiming more from the database in chunks sized to the work's pace."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from smallab_db.store import Owner, RunStore
+
+# A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
+CLAIM_SECONDS = 0.25
+MAX_CLAIM = 1000
+
+
+class Claims:
+    """An iterator over ``(run_id, specification)`` of runs claimed for ``owner``, safe across threads.
+
+    Runs it hands out stay "in flight" until :meth:`finish`; :meth:`release` returns in-flight and unhanded
+    claims to pending.
+    """
+
+    def __init__(self, store: RunStore, batch_id: int, owner: Owner, parallelism: int) -> None:
+        self._store = store
+        self._batch_id = batch_id
+        self._owner = owner
+        self._min_chunk = max(1, parallelism)
+        self._buffer: deque[tuple[int, dict[str, Any]]] = deque()
+        self._in_flight: dict[int, dict[str, Any]] = {}
+        self._finished = 0
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        while True:
+            with self._lock:
+                if not self._buffer:
+                    self._buffer.extend(self._claim_more())
+                if not self._buffer:
+                    return
+                run_id, specification = self._buffer.popleft()
+                self._in_flight[run_id] = specification
+            yield run_id, specification
+
+    def finish(self, run_id: int) -> dict[str, Any]:
+        """Mark a handed-out run as finished and return its specification."""
+        with self._lock:
+            self._finished += 1
+            return self._in_flight.pop(run_id)
+
+    def release(self) -> int:
+        """Return every unfinished claim to pending; return how many."""
+        with self._lock:
+            started, unstarted = list(self._in_flight), [run_id for run_id, _ in self._buffer]
+            self._in_flight.clear()
+            self._buffer.clear()
+        self._store.release(self._owner, started, unstarted)
+        return len(started) + len(unstarted)
+
+    def _claim_more(self) -> list[tuple[int, dict[str, Any]]]:
+        claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
+        if not claimed and self._store.reclaim_abandoned(self._batch_id, self._owner):
+            claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
+        return claimed
+
+    def _chunk_size(self) -> int:
+        rate = self._finished / max(time.monotonic() - self._started, 1e-6)
+        return max(self._min_chunk, min(MAX_CLAIM, int(rate * CLAIM_SECONDS)))

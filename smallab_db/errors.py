@@ -1,0 +1,31 @@
+"""The exceptions smallab-db raises for errors a user can cause."""
+
+from __future__ import annotations
+
+
+class SmallabError(Exception):
+    """Base class of every error smallab-db raises on purpose."""
+
+
+class SpecError(SmallabError, ValueError):
+    """A specification is not a JSON object that survives a JSON round trip."""
+
+
+class ExperimentError(SmallabError, TypeError):
+    """The experiment, or what its ``main`` returned, is not what smallab-db can run or store."""
+
+
+class DatabaseError(SmallabError):
+    """The database cannot be opened, read or written."""
+
+
+class SchemaError(DatabaseError):
+    """The database schema is not the one this version of smallab-db uses."""
+
+
+class UsageError(SmallabError, ValueError):
+    """An argument has a value smallab-db cannot use."""
+
+
+class ExportError(SmallabError):
+    """Runs cannot be exported to the requested folder."""

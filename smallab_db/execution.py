@@ -1,0 +1,107 @@
+"""Running one specification: what a worker (in-process, thread, process or Dask) does. No database here."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from smallab_db.errors import ExperimentError, SmallabError
+from smallab_db.experiment import ExperimentMain, Specification
+
+
+class RemoteExperimentError(SmallabError):
+    """An experiment raised an exception that could not be sent back from its worker; this carries its text."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What running one specification produced: a pickled result, or an error with its traceback."""
+
+    run_id: int
+    started_at: datetime
+    finished_at: datetime
+    result_pickle: bytes | None = None
+    result_json: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    exception: BaseException | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run failed."""
+        return self.error_type is not None
+
+
+def execute(main: ExperimentMain, run_id: int, specification: Specification, in_worker: bool) -> Outcome:
+    """Run ``main(specification)`` and capture its result or its failure; never raises for the experiment's errors.
+
+    Args:
+        main: the experiment's callable.
+        run_id: the run's id, passed back in the outcome.
+        specification: what to run.
+        in_worker: the outcome travels back from another process, so it must not carry the result object twice
+            nor an exception that cannot be pickled.
+    """
+    started_at = datetime.now(UTC)
+    try:
+        result = main(specification)
+        if not isinstance(result, dict):
+            raise ExperimentError(
+                f"main must return a dict, but returned {type(result).__name__} {result!r:.80}: "
+                "wrap the value, for example {'value': ...}"
+            )
+        try:
+            result_pickle = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            raise ExperimentError(
+                f"the result of main cannot be pickled ({type(error).__name__}: {error}): "
+                "return only picklable values (numbers, strings, lists, dicts, arrays)"
+            ) from error
+    except (Exception, SystemExit) as error:
+        return _failure(run_id, started_at, error, in_worker)
+    return Outcome(
+        run_id=run_id,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        result_pickle=result_pickle,
+        result_json=_json_or_none(result),
+        result=None if in_worker else result,
+    )
+
+
+def _json_or_none(result: dict[str, Any]) -> str | None:
+    try:
+        return json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def _failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:
+    error_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
+    message = str(error)
+    text = "".join(traceback.format_exception(error))
+    if in_worker and not _survives_pickling(error):
+        error = RemoteExperimentError(f"{error_type}: {message}")
+    return Outcome(
+        run_id=run_id,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        error_type=error_type,
+        error_message=message,
+        traceback=text,
+        exception=error,
+    )
+
+
+def _survives_pickling(error: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return False
+    return True

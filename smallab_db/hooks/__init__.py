@@ -1,0 +1,1 @@
+"""Ready-made hooks for :class:`smallab_db.ExperimentRunner`."""

@@ -1,0 +1,140 @@
+"""Building and upgrading the schema with the bundled Alembic migrations, the schema's one source of truth."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from smallab_db.database import create_engine, describe, read_only
+from smallab_db.errors import DatabaseError, SchemaError
+from smallab_db.schema import VERSION_TABLE
+
+# An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrations.
+_POSTGRES_MIGRATION_LOCK = 0x5A11AB
+
+
+def migrations_directory() -> Path:
+    """Return the Alembic script directory: inside the installed package, else ``migrations/`` of the checkout."""
+    spec = importlib.util.find_spec("smallab_db.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Return an Alembic config for the bundled migrations, bound to ``connection`` when one is given."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_directory()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """Return the schema revision this version of smallab-db uses."""
+    head = _script_directory().get_current_head()
+    assert head is not None, "the bundled migrations have no head revision"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """Return the schema revision stored in the database, or None if smallab-db never migrated it."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Tell whether ``revision`` is one of the bundled migrations."""
+    try:
+        return _script_directory().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """Yield a connection in a transaction that holds the database's migration lock.
+
+    SQLite transactions start with ``BEGIN IMMEDIATE`` (see ``database``), which is the lock; PostgreSQL takes an
+    advisory lock. Concurrent migrators therefore run one after the other and the later ones find nothing to do.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_POSTGRES_MIGRATION_LOCK})")
+        yield connection
+
+
+def upgrade(engine: Engine) -> str:
+    """Create or upgrade the schema to the head revision under the migration lock; return the revision.
+
+    Raises:
+        SchemaError: the database is at a revision newer than this smallab-db knows.
+        DatabaseError: the database cannot be read or written.
+    """
+    url = engine.url
+    try:
+        with migration_transaction(engine) as connection:
+            revision = current_revision(connection)
+            _refuse_unknown(revision, url)
+            if revision != head_revision():
+                command.upgrade(alembic_config(connection), "head")
+    except SQLAlchemyError as error:
+        raise DatabaseError(f"cannot migrate {describe(url)}: {getattr(error, 'orig', None) or error}") from error
+    return head_revision()
+
+
+def migrate(url: URL) -> str:
+    """Create or upgrade the database at ``url`` to the head revision; safe to run concurrently and repeatedly."""
+    engine = create_engine(url)
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Check the schema when a database is opened: build a new one, upgrade an older SQLite one, refuse the rest.
+
+    Raises:
+        SchemaError: the schema is newer than this smallab-db, or an older non-SQLite schema needs ``migrate``.
+        DatabaseError: the database cannot be read.
+    """
+    url = engine.url
+    try:
+        with read_only(engine.connect()) as connection, connection.begin():
+            revision = current_revision(connection)
+    except SQLAlchemyError as error:
+        raise DatabaseError(f"cannot open {describe(url)}: {getattr(error, 'orig', None) or error}") from error
+    if revision == head_revision():
+        return
+    _refuse_unknown(revision, url)
+    if revision is not None and url.get_backend_name() != "sqlite":
+        raise SchemaError(
+            f"database schema of {describe(url)} is at revision {revision} but this smallab-db needs "
+            f"{head_revision()}: run `smallab-db migrate {describe(url)}`"
+        )
+    upgrade(engine)
+
+
+def _refuse_unknown(revision: str | None, url: URL) -> None:
+    if revision is not None and not is_known_revision(revision):
+        raise SchemaError(
+            f"database schema of {describe(url)} is at revision {revision}, which is newer than this smallab-db "
+            f"(which knows up to {head_revision()}); it was left untouched: upgrade smallab-db to open it"
+        )

@@ -1,0 +1,239 @@
+"""The experiment runner: registers specifications, runs the batch's pending runs and calls the hooks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+from tqdm import tqdm
+
+from smallab_db import dispatch, export, migration, specification
+from smallab_db.claims import Claims
+from smallab_db.database import create_engine, resolve_url
+from smallab_db.errors import UsageError
+from smallab_db.execution import Outcome
+from smallab_db.experiment import Experiment, ExperimentMain, Specification, experiment_main
+from smallab_db.hooks.calling import HookCaller
+from smallab_db.recorder import Recorder
+from smallab_db.results import load_results
+from smallab_db.schema import COMPLETED, PENDING
+from smallab_db.store import Owner, RunStore
+
+REGISTER_CHUNK = 500
+DEFAULT_LEASE_SECONDS = 60.0
+
+SpecificationHook = Callable[[Specification, dict[str, Any]], Any]
+FailureHook = Callable[[BaseException, Specification], Any]
+BatchHook = Callable[[list[Specification]], Any]
+BatchFailureHook = Callable[[list[BaseException], list[Specification]], Any]
+
+
+def print_failure(exception: BaseException, specification: Specification) -> None:
+    """The default failure hook: print the specification and the exception to standard error."""
+    tqdm.write(
+        f"smallab-db: specification {json.dumps(specification, sort_keys=True)} failed with "
+        f"{type(exception).__name__}: {exception} (full traceback stored in the database)",
+        file=sys.stderr,
+    )
+
+
+@dataclass
+class RunSummary:
+    """What one call of :meth:`ExperimentRunner.run` did."""
+
+    completed: list[Specification] = field(default_factory=list)
+    failed: list[Specification] = field(default_factory=list)
+    exceptions: list[BaseException] = field(default_factory=list)
+    skipped: int = 0
+
+
+class ExperimentRunner:
+    """Runs batches of specifications and keeps every run in a database.
+
+    Args:
+        database: a file path or a SQLAlchemy URL; default ``$SMALLAB_DB``, else ``./smallab.db``.
+        lease_seconds: how long a claim survives without renewal; another host reclaims runs after it.
+
+    Raises:
+        DatabaseError: the database cannot be opened.
+        SchemaError: its schema is newer than this smallab-db, or needs ``smallab-db migrate``.
+    """
+
+    def __init__(
+        self, database: str | os.PathLike[str] | URL | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        if not lease_seconds > 0:
+            raise UsageError(f"lease_seconds must be a positive number of seconds, but got {lease_seconds!r}")
+        self.url = resolve_url(database)
+        self.engine = create_engine(self.url)
+        migration.ensure_schema(self.engine)
+        self.store = RunStore(self.engine)
+        self.lease_seconds = lease_seconds
+        self.experiment_folder = Path("experiment_runs")
+        self._on_specification_complete: SpecificationHook | None = None
+        self._on_specification_failure: FailureHook | None = print_failure
+        self._on_batch_complete: BatchHook | None = None
+        self._on_batch_failure: BatchFailureHook | None = None
+
+    # -- hooks, as in smallab ------------------------------------------------------------------------------------
+
+    def on_specification_complete(self, function: SpecificationHook | None) -> None:
+        """Call ``function(specification, result)`` after each completed run; None removes the hook."""
+        self._on_specification_complete = function
+
+    def on_specification_failure(self, function: FailureHook | None) -> None:
+        """Call ``function(exception, specification)`` after each failed run; None removes the hook."""
+        self._on_specification_failure = function
+
+    def on_batch_complete(self, function: BatchHook | None) -> None:
+        """Call ``function(completed_specifications)`` when :meth:`run` finishes; None removes the hook."""
+        self._on_batch_complete = function
+
+    def on_batch_failure(self, function: BatchFailureHook | None) -> None:
+        """Call ``function(exceptions, failed_specifications)`` when a run of the batch failed; None removes it."""
+        self._on_batch_failure = function
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        name: str,
+        specifications: Iterable[Specification],
+        experiment: Experiment | ExperimentMain,
+        continue_from_last_run: bool = True,
+        num_parallel: int | None = 1,
+        show_progress: bool = True,
+        backend: str | None = None,
+    ) -> RunSummary:
+        """Run every specification of batch ``name`` that is not completed yet.
+
+        Args:
+            name: the batch name.
+            specifications: JSON-object dicts; validated before anything runs or is written.
+            experiment: an :class:`Experiment` or a callable ``specification -> dict``.
+            continue_from_last_run: skip completed runs (True) or run every given specification again (False).
+            num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
+            show_progress: show a progress bar that advances as runs finish.
+            backend: a joblib backend ("loky", "threading", or any registered one); None keeps the caller's
+                ``joblib.parallel_config`` and defaults to loky.
+
+        Returns:
+            The specifications completed and failed by this call, the exceptions, and how many were skipped.
+
+        Raises:
+            SpecError: a specification is not a JSON object; nothing was written.
+            ExperimentError: ``experiment`` cannot be run.
+            DatabaseError: the database failed.
+        """
+        _check_batch_name(name)
+        dispatch.check_parallelism(num_parallel)
+        main = experiment_main(experiment)
+        validated = specification.validate_all(specifications)
+        batch_id = self.store.ensure_batch(name)
+        summary = RunSummary(skipped=self._register(batch_id, validated, rerun_all=not continue_from_last_run))
+        del validated
+        owner = Owner(lease_seconds=self.lease_seconds)
+        claims = Claims(self.store, batch_id, owner, parallelism=num_parallel or os.cpu_count() or 1)
+        hooks = HookCaller()
+        progress = tqdm(
+            total=self.store.count(batch_id, PENDING), desc=name, unit="run", disable=not show_progress, leave=True
+        )
+        recorder = Recorder(self.store, owner)
+        try:
+            for outcome in dispatch.outcomes(main, claims, num_parallel, backend):
+                recorder.submit(outcome)
+                self._finished(outcome, claims.finish(outcome.run_id), summary, hooks)
+                progress.update()
+                progress.set_postfix_str(f"completed={len(summary.completed)} failed={len(summary.failed)}", False)
+        except BaseException as error:
+            _stop(recorder, claims)
+            if isinstance(error, KeyboardInterrupt):
+                print(
+                    f"smallab-db: interrupted; {len(summary.completed)} completed and {len(summary.failed)} failed "
+                    "runs are stored, unfinished runs are pending again",
+                    file=sys.stderr,
+                )
+            raise
+        finally:
+            progress.close()
+        recorder.close()
+        claims.release()
+        hooks.call(self._on_batch_complete, summary.completed)
+        if summary.failed:
+            hooks.call(self._on_batch_failure, summary.exceptions, summary.failed)
+        return summary
+
+    def _register(self, batch_id: int, validated: list[Specification], rerun_all: bool) -> int:
+        skipped = 0
+        hashed = specification.hashed(validated)
+        while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
+            skipped += self.store.register(batch_id, chunk, rerun_all).skipped
+        return skipped
+
+    def _finished(self, outcome: Outcome, spec: Specification, summary: RunSummary, hooks: HookCaller) -> None:
+        if outcome.failed:
+            exception = outcome.exception
+            assert exception is not None
+            summary.failed.append(spec)
+            summary.exceptions.append(exception)
+            hooks.call(self._on_specification_failure, exception, spec)
+            return
+        summary.completed.append(spec)
+        if self._on_specification_complete is not None:
+            result = outcome.result
+            if result is None:
+                assert outcome.result_pickle is not None
+                result = pickle.loads(outcome.result_pickle)
+            hooks.call(self._on_specification_complete, spec, result)
+
+    # -- reading back --------------------------------------------------------------------------------------------
+
+    def results(self, name: str, status: str | None = COMPLETED) -> list[dict[str, Any]]:
+        """Return ``[{"specification": ..., "result": ...}]`` of the batch's runs with ``status``, in run order.
+
+        Results are pickles: unpickling one from a database you do not trust can run arbitrary code.
+        """
+        return load_results(self.store, name, status)
+
+    def set_experiment_folder(self, folder: str | os.PathLike[str]) -> None:
+        """Set the folder that :meth:`export` writes to by default (as in smallab)."""
+        self.experiment_folder = Path(folder)
+
+    def get_batch_save_folder(self, name: str) -> str:
+        """Return the folder that :meth:`export` writes batch ``name`` to by default."""
+        return str(self.experiment_folder / name)
+
+    def export(self, name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+        """Write batch ``name``'s completed runs as smallab's folder tree; return the batch's folder."""
+        return export.export_seed_tree(self.store, name, Path(folder) if folder is not None else self.experiment_folder)
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> ExperimentRunner:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _check_batch_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise UsageError(f"the batch name must be a non-empty string of at most 255 characters, but got {name!r}")
+
+
+def _stop(recorder: Recorder, claims: Claims) -> None:
+    """Store what finished and return unfinished claims to pending, after an interruption or an error."""
+    try:
+        recorder.close()
+    finally:
+        claims.release()

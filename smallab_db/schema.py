@@ -1,0 +1,75 @@
+"""The tables, as SQLAlchemy Core metadata. The Alembic migrations build them; a test checks both agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+VERSION_TABLE = "smallab_db_version"
+
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("batch_id", Integer, ForeignKey("batches.id", ondelete="CASCADE"), nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("specification", JSONDocument, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("claim_token", String(32)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Column("traceback", Text),
+    Column("result", LargeBinary),
+    Column("result_json", JSONDocument),
+    UniqueConstraint("batch_id", "spec_hash"),
+    CheckConstraint("status IN ('pending', 'running', 'completed', 'failed')", name="status"),
+    Index(None, "batch_id", "status", "id"),
+    Index(None, "claim_token"),
+)

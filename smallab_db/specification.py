@@ -1,0 +1,110 @@
+"""Specifications: validation, canonical JSON and the stable hash that identifies a run.
+
+The hash is a stored contract (see "Hash scheme" in the README): the SHA-256 of the canonical JSON text,
+``json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` encoded as
+UTF-8. Changing it needs a migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from smallab_db.errors import SpecError
+
+HASH_SCHEME = "sha256-canonical-json-v1"
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def canonical_json(specification: dict[str, Any]) -> str:
+    """Return the canonical JSON text of an already validated specification."""
+    return json.dumps(specification, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def hash_canonical(canonical: str) -> str:
+    """Return the hex SHA-256 of a canonical JSON text."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def specification_hash(specification: dict[str, Any]) -> str:
+    """Return the stable hash of a specification, validating it first.
+
+    Raises:
+        SpecError: the specification is not a JSON object that survives a JSON round trip.
+    """
+    validate_specification(specification)
+    return hash_canonical(canonical_json(specification))
+
+
+def validate_specification(specification: Any, position: int | None = None) -> None:
+    """Check that ``specification`` is a dict of JSON values that a JSON round trip leaves unchanged.
+
+    Args:
+        specification: the candidate specification.
+        position: its index in the caller's list, named in the error.
+
+    Raises:
+        SpecError: naming the position, the key path and the offending value.
+    """
+    where = "specification" if position is None else f"specification #{position}"
+    if type(specification) is not dict:
+        raise SpecError(
+            f"{where} must be a dict of JSON values, but got {type(specification).__name__} {specification!r:.80}"
+        )
+    problem = _first_problem(specification, "")
+    if problem is not None:
+        path, message = problem
+        raise SpecError(f"{where} is not valid JSON at key path {path or '<root>'}: {message}")
+
+
+def validate_all(specifications: Any) -> list[dict[str, Any]]:
+    """Validate every specification of a list and return them as a list.
+
+    Raises:
+        SpecError: ``specifications`` is not a list or tuple, or one of its items is invalid.
+    """
+    if isinstance(specifications, (str, bytes, dict)) or not isinstance(specifications, Iterable):
+        raise SpecError(
+            f"specifications must be a list of dicts, but got {type(specifications).__name__}: "
+            "pass a list such as [{'seed': 1}, {'seed': 2}]"
+        )
+    specifications = list(specifications)
+    for position, specification in enumerate(specifications):
+        validate_specification(specification, position)
+    return specifications
+
+
+def hashed(specifications: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """Yield ``(hash, canonical_json)`` of each validated specification, in order."""
+    for specification in specifications:
+        canonical = canonical_json(specification)
+        yield hash_canonical(canonical), canonical
+
+
+def _first_problem(value: Any, path: str) -> tuple[str, str] | None:
+    """Return ``(key path, message)`` of the first value a JSON round trip would change, else None."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return path, f"key {key!r} is a {type(key).__name__}; JSON keys must be strings"
+            problem = _first_problem(item, f"{path}.{key}" if path else key)
+            if problem is not None:
+                return problem
+        return None
+    if kind is list:
+        for index, item in enumerate(value):
+            problem = _first_problem(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    if kind is float and not math.isfinite(value):
+        return path, f"{value!r} is not a finite number; JSON has no NaN or infinity"
+    if kind in _SCALARS:
+        return None
+    hint = " (use a list)" if kind in (tuple, set, frozenset) else ""
+    return path, f"{value!r:.80} is a {kind.__name__}, which JSON cannot hold unchanged{hint}"

@@ -1,0 +1,53 @@
+"""Fixtures: a fresh SQLite file per test, and a fresh PostgreSQL database per test where the server runs."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+if str(TESTS) not in sys.path:  # workers and subprocesses import tests/workloads.py
+    sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> str:
+    """A path for a new SQLite database file."""
+    return str(tmp_path / "runs.db")
+
+
+def _postgres_or_skip() -> object:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs the local PostgreSQL server; .ci/run starts it") from error
+        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432: {error}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, uniquely named PostgreSQL database, dropped after the test."""
+    admin = _postgres_or_skip()
+    name = f"smallab_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
+        admin.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each behaviour test that takes this runs once on a SQLite file and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.db")
+    return request.getfixturevalue("postgres_url")

@@ -1,0 +1,109 @@
+"""Experiments used by the tests, importable by worker processes, and a runner script for subprocess tests.
+
+As a script: ``python workloads.py DATABASE BATCH COUNT [--parallel K] [--sleep S] [--markers DIR]
+[--lease L] [--fail-seed N]`` runs specifications ``{"seed": 0 … COUNT-1}``. With ``--markers`` each execution
+creates a new file ``DIR/<seed>.<uuid>``: the tests count executions by these side effects, not by the database.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from smallab_db import Experiment, ExperimentRunner
+
+
+class Square(Experiment):
+    """Returns the square of the seed."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        return {"square": specification["seed"] ** 2}
+
+
+class FailOnOdd(Experiment):
+    """Raises ValueError for odd seeds."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        if specification["seed"] % 2:
+            raise ValueError(f"odd seed {specification['seed']}")
+        return {"seed": specification["seed"]}
+
+
+class Unpicklable(Experiment):
+    """Returns a result holding a lambda, which pickle refuses."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        return {"function": lambda: specification}
+
+
+class NotADict(Experiment):
+    """Returns a list instead of a dict."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        return [specification["seed"]]  # type: ignore[return-value]
+
+
+class ReportsPid(Experiment):
+    """Returns the process id that ran it, after an optional sleep."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(specification.get("sleep", 0))
+        return {"pid": os.getpid(), "seed": specification["seed"]}
+
+
+class Marking(Experiment):
+    """Leaves one marker file per execution, sleeps, and returns the seed; can fail one seed."""
+
+    def __init__(self, markers: str | None, sleep: float, fail_seed: int | None = None) -> None:
+        self.markers = markers
+        self.sleep = sleep
+        self.fail_seed = fail_seed
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        seed = specification["seed"]
+        if self.markers is not None:
+            Path(self.markers, f"{seed}.{uuid.uuid4().hex}").write_text(str(os.getpid()))
+        time.sleep(self.sleep)
+        if seed == self.fail_seed:
+            raise RuntimeError(f"seed {seed} fails on purpose")
+        return {"seed": seed, "pid": os.getpid(), "finished": time.time()}
+
+
+def executions(markers: Path) -> dict[int, int]:
+    """Count the executions of each seed from the marker files."""
+    counts: dict[int, int] = {}
+    for marker in markers.iterdir():
+        seed = int(marker.name.split(".")[0])
+        counts[seed] = counts.get(seed, 0) + 1
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("database")
+    parser.add_argument("batch")
+    parser.add_argument("count", type=int)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--markers")
+    parser.add_argument("--lease", type=float, default=60.0)
+    parser.add_argument("--fail-seed", type=int)
+    arguments = parser.parse_args()
+    runner = ExperimentRunner(arguments.database, lease_seconds=arguments.lease)
+    runner.on_specification_failure(None)
+    print("started", flush=True)
+    summary = runner.run(
+        arguments.batch,
+        [{"seed": seed} for seed in range(arguments.count)],
+        Marking(arguments.markers, arguments.sleep, arguments.fail_seed),
+        num_parallel=arguments.parallel,
+        show_progress=False,
+    )
+    print(f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
