@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -70,8 +71,8 @@ def status(url: str | None) -> None:
 
     Example: smallab-db status results.db
     """
-    store = _open(resolve_url(url))
-    rows = store.batch_counts()
+    with _opened(resolve_url(url)) as store:
+        rows = store.batch_counts()
     if not rows:
         click.echo("no batches yet")
         return
@@ -81,7 +82,12 @@ def status(url: str | None) -> None:
         click.echo(f"{name:<{width}}  " + "  ".join(f"{counts.get(status, 0):>9}" for status in STATUSES))
 
 
-def _open(url: URL) -> RunStore:
+@contextmanager
+def _opened(url: URL) -> Iterator[RunStore]:
+    """Open the database (building or upgrading its schema as the runner does) and close it afterwards."""
     engine = create_engine(url)
-    migration.ensure_schema(engine)
-    return RunStore(engine)
+    try:
+        migration.ensure_schema(engine)
+        yield RunStore(engine)
+    finally:
+        engine.dispose()

@@ -100,7 +100,13 @@ def create_engine(url: URL) -> Engine:
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif url.get_backend_name() == "postgresql":
         options["pool_pre_ping"] = True
-    engine = sqlalchemy.create_engine(url, **options)
+    try:
+        engine = sqlalchemy.create_engine(url, **options)
+    except (ArgumentError, ImportError) as error:
+        raise DatabaseError(
+            f"cannot use database URL {describe(url)!r}: {error}; give a file path, or a sqlite:// or "
+            "postgresql:// URL (PostgreSQL needs `pip install 'smallab-db[postgresql]'`)"
+        ) from error
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)

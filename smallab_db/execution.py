@@ -17,6 +17,13 @@ class RemoteExperimentError(SmallabError):
     """An experiment raised an exception that could not be sent back from its worker; this carries its text."""
 
 
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, attached as the ``__cause__`` of the exception."""
+
+    def __str__(self) -> str:
+        return f"\n\n{self.args[0]}"
+
+
 @dataclass(slots=True)
 class Outcome:
     """What running one specification produced: a pickled result, or an error with its traceback."""
@@ -36,6 +43,13 @@ class Outcome:
     def failed(self) -> bool:
         """Whether the run failed."""
         return self.error_type is not None
+
+    def raised(self) -> BaseException:
+        """Return the exception of a failed run, with the worker's traceback attached when it lost its own."""
+        assert self.exception is not None, "only a failed outcome has an exception"
+        if self.exception.__traceback__ is None and self.exception.__cause__ is None and self.traceback:
+            self.exception.__cause__ = RemoteTraceback(self.traceback)
+        return self.exception
 
 
 def execute(main: ExperimentMain, run_id: int, specification: Specification, in_worker: bool) -> Outcome:

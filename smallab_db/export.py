@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,8 @@ from smallab_db.errors import ExportError
 from smallab_db.results import batch_id_or_error
 from smallab_db.schema import COMPLETED
 from smallab_db.store import RunStore
+
+_RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
 
 
 def export_seed_tree(store: RunStore, name: str, folder: Path) -> Path:
@@ -31,12 +35,16 @@ def export_seed_tree(store: RunStore, name: str, folder: Path) -> Path:
         ExportError: the folder cannot be written.
     """
     batch_id = batch_id_or_error(store, name)
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ExportError(f"batch name {name!r} cannot be a folder name: it holds a path separator or is . or ..")
     batch_folder = folder / name
+    exported: set[str] = set()
     try:
         batch_folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(batch_folder / "completed.json") as completed:
             completed.write(b"[")
             for index, row in enumerate(store.iter_runs(batch_id, COMPLETED)):
+                exported.add(row.spec_hash)
                 specification_text = json.dumps(row.specification, sort_keys=True, indent=1).encode("utf-8")
                 run_folder = batch_folder / row.spec_hash
                 run_folder.mkdir(exist_ok=True)
@@ -46,9 +54,17 @@ def export_seed_tree(store: RunStore, name: str, folder: Path) -> Path:
                     pickle.dump({"specification": row.specification, "result": pickle.loads(row.result)}, file)
                 completed.write((b", " if index else b"") + json.dumps(row.specification, sort_keys=True).encode())
             completed.write(b"]")
+        _remove_stale_runs(batch_folder, exported)
     except OSError as error:
         raise ExportError(f"cannot export batch {name!r} to {str(batch_folder)!r}: {error}") from error
     return batch_folder
+
+
+def _remove_stale_runs(batch_folder: Path, exported: set[str]) -> None:
+    """Remove run folders of an earlier export whose run is no longer completed."""
+    for child in batch_folder.iterdir():
+        if child.is_dir() and _RUN_FOLDER.fullmatch(child.name) and child.name not in exported:
+            shutil.rmtree(child)
 
 
 @contextmanager

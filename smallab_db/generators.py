@@ -22,26 +22,9 @@ class SpecificationGenerator:
         list goes in double brackets: ``{"layers": [[64, 64]]}`` gives ``[{"layers": [64, 64]}]``.
 
         Raises:
-            SpecError: ``generation_specification`` is not a dict.
+            SpecError: ``generation_specification`` is not a dict with string keys.
         """
-        if not isinstance(generation_specification, dict):
-            raise SpecError(
-                f"a generation specification must be a dict, but got {type(generation_specification).__name__} "
-                f"{generation_specification!r:.80}"
-            )
-        keys = sorted(generation_specification)
-        choices = [
-            [(key, value) for value in generation_specification[key]]
-            for key in keys
-            if isinstance(generation_specification[key], list)
-        ]
-        specifications = []
-        for updates in itertools.product(*choices):
-            specification = {key: copy.deepcopy(generation_specification[key]) for key in keys}
-            for key, value in updates:
-                specification[key] = copy.deepcopy(value)
-            specifications.append(specification)
-        return specifications
+        return self._share(_cross_product(generation_specification))
 
     def from_json_file(self, path: str | os.PathLike[str]) -> list[Specification]:
         """Read a generation specification, or a list of them, from a JSON file and expand it.
@@ -54,9 +37,12 @@ class SpecificationGenerator:
                 loaded = json.load(file)
         except (OSError, ValueError) as error:
             raise SpecError(f"cannot read specifications from {os.fspath(path)!r}: {error}") from error
-        if isinstance(loaded, list):
-            return [specification for item in loaded for specification in self.generate(item)]
-        return self.generate(loaded)
+        items = loaded if isinstance(loaded, list) else [loaded]
+        return self._share([specification for item in items for specification in _cross_product(item)])
+
+    def _share(self, specifications: list[Specification]) -> list[Specification]:
+        """Return the part of ``specifications`` this generator hands out: all of them."""
+        return specifications
 
 
 class MultiComputerGenerator(SpecificationGenerator):
@@ -79,6 +65,29 @@ class MultiComputerGenerator(SpecificationGenerator):
         """Return this computer's share of ``specifications``."""
         return specifications[self.computer_number :: self.number_of_computers]
 
-    def generate(self, generation_specification: dict[str, Any]) -> list[Specification]:
-        """Return this computer's share of the cross product."""
-        return self.shard(super().generate(generation_specification))
+    def _share(self, specifications: list[Specification]) -> list[Specification]:
+        return self.shard(specifications)
+
+
+def _cross_product(generation_specification: Any) -> list[Specification]:
+    if not isinstance(generation_specification, dict):
+        raise SpecError(
+            f"a generation specification must be a dict, but got {type(generation_specification).__name__} "
+            f"{generation_specification!r:.80}"
+        )
+    for key in generation_specification:
+        if not isinstance(key, str):
+            raise SpecError(f"generation specification key {key!r} is a {type(key).__name__}; keys must be strings")
+    keys = sorted(generation_specification)
+    choices = [
+        [(key, value) for value in generation_specification[key]]
+        for key in keys
+        if isinstance(generation_specification[key], list)
+    ]
+    specifications = []
+    for updates in itertools.product(*choices):
+        specification = {key: copy.deepcopy(generation_specification[key]) for key in keys}
+        for key, value in updates:
+            specification[key] = copy.deepcopy(value)
+        specifications.append(specification)
+    return specifications

@@ -180,8 +180,7 @@ class ExperimentRunner:
 
     def _finished(self, outcome: Outcome, spec: Specification, summary: RunSummary, hooks: HookCaller) -> None:
         if outcome.failed:
-            exception = outcome.exception
-            assert exception is not None
+            exception = outcome.raised()
             summary.failed.append(spec)
             summary.exceptions.append(exception)
             hooks.call(self._on_specification_failure, exception, spec)

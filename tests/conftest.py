@@ -1,4 +1,5 @@
 """Fixtures: a fresh SQLite file per test, and a fresh PostgreSQL database per test where the server runs."""
+
 from __future__ import annotations
 
 import os

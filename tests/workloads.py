@@ -2,12 +2,15 @@
 
 As a script: ``python workloads.py DATABASE BATCH COUNT [--parallel K] [--sleep S] [--markers DIR]
 [--lease L] [--fail-seed N]`` runs specifications ``{"seed": 0 … COUNT-1}``. With ``--markers`` each execution
-creates a new file ``DIR/<seed>.<uuid>``: the tests count executions by these side effects, not by the database.
+creates a new file ``DIR/<seed>.<uuid>`` when it starts and ``DIR/finished-<seed>-<uuid>`` holding the time when
+it returns: the tests count executions by these side effects, not by the database.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +49,21 @@ class NotADict(Experiment):
         return [specification["seed"]]  # type: ignore[return-value]
 
 
+class UnpicklableError(Exception):
+    """An exception holding a lock, which pickle refuses."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class RaisesUnpicklable(Experiment):
+    """Raises an exception that cannot be pickled."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        raise UnpicklableError("carries a lock")
+
+
 class ReportsPid(Experiment):
     """Returns the process id that ran it, after an optional sleep."""
 
@@ -55,7 +73,7 @@ class ReportsPid(Experiment):
 
 
 class Marking(Experiment):
-    """Leaves one marker file per execution, sleeps, and returns the seed; can fail one seed."""
+    """Leaves a marker file when an execution starts and one when it finishes; can fail one seed."""
 
     def __init__(self, markers: str | None, sleep: float, fail_seed: int | None = None) -> None:
         self.markers = markers
@@ -69,16 +87,29 @@ class Marking(Experiment):
         time.sleep(self.sleep)
         if seed == self.fail_seed:
             raise RuntimeError(f"seed {seed} fails on purpose")
-        return {"seed": seed, "pid": os.getpid(), "finished": time.time()}
+        finished = time.time()
+        if self.markers is not None:
+            Path(self.markers, f"finished-{seed}-{uuid.uuid4().hex}").write_text(repr(finished))
+        return {"seed": seed, "pid": os.getpid(), "finished": finished}
 
 
 def executions(markers: Path) -> dict[int, int]:
-    """Count the executions of each seed from the marker files."""
+    """Count the executions (started) of each seed from the marker files."""
     counts: dict[int, int] = {}
-    for marker in markers.iterdir():
+    for marker in markers.glob("*.*"):
         seed = int(marker.name.split(".")[0])
         counts[seed] = counts.get(seed, 0) + 1
     return counts
+
+
+def finish_times(markers: Path) -> list[tuple[int, float]]:
+    """Return ``(seed, time main returned)`` of every execution that finished."""
+    finished = []
+    for marker in markers.glob("finished-*"):
+        text = marker.read_text()
+        if text:  # empty when the process was killed between creating and writing it
+            finished.append((int(marker.name.split("-")[1]), float(text)))
+    return finished
 
 
 def main() -> None:

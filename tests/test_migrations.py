@@ -1,0 +1,185 @@
+"""The schema comes from the Alembic migrations: creation, idempotence, concurrency and refusals."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from workloads import Square
+
+from smallab_db import DatabaseError, ExperimentRunner, SchemaError
+from smallab_db.database import create_engine, resolve_url
+from smallab_db.migration import alembic_config, head_revision, migrate, migrations_directory
+from smallab_db.schema import VERSION_TABLE
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def stored_revision(path: str) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")]
+
+
+def test_a_new_file_is_built_by_the_migrations(sqlite_path: str) -> None:
+    ExperimentRunner(sqlite_path).close()
+    assert stored_revision(sqlite_path) == [head_revision()]
+    with sqlite3.connect(sqlite_path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    assert tables == {"batches", "runs", VERSION_TABLE}
+    assert journal == "wal"
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    url = resolve_url(database_url)
+    migrate(url)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.check(alembic_config(connection))  # raises if autogenerate finds any difference
+    engine.dispose()
+
+
+def test_migrate_is_idempotent_and_keeps_data(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    runner.run("kept", [{"seed": 1}], Square(), show_progress=False)
+    runner.close()
+    assert migrate(resolve_url(sqlite_path)) == head_revision()
+    assert migrate(resolve_url(sqlite_path)) == head_revision()
+    assert stored_revision(sqlite_path) == [head_revision()]
+    assert ExperimentRunner(sqlite_path).results("kept") == [{"specification": {"seed": 1}, "result": {"square": 1}}]
+
+
+def test_concurrent_migrations_and_runners_on_a_new_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "race.db")
+    migrating = (
+        "import sys; from smallab_db.migration import migrate; from smallab_db.database import resolve_url; "
+        "migrate(resolve_url(sys.argv[1]))"
+    )
+    opening = (
+        "import sys; from smallab_db import ExperimentRunner; "
+        "ExperimentRunner(sys.argv[1]).run('b' + sys.argv[2], [{'seed': 1}], lambda s: {}, show_progress=False)"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", migrating, path], cwd=tmp_path, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ] + [
+        subprocess.Popen([sys.executable, "-c", opening, path, str(index)], cwd=tmp_path, stderr=subprocess.PIPE)
+        for index in range(4)
+    ]
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 0, error.decode()
+    assert stored_revision(path) == [head_revision()]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection.execute("SELECT count(*) FROM batches").fetchone()[0] == 4
+
+
+def test_concurrent_migrations_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    migrating = (
+        "import sys; from smallab_db.migration import migrate; from smallab_db.database import resolve_url; "
+        "migrate(resolve_url(sys.argv[1]))"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", migrating, postgres_url], cwd=tmp_path, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 0, error.decode()
+    engine = sa.create_engine(resolve_url(postgres_url))
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all() == [
+            head_revision()
+        ]
+    engine.dispose()
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(sqlite_path: str) -> None:
+    ExperimentRunner(sqlite_path).close()
+    with sqlite3.connect(sqlite_path) as connection:
+        connection.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'fffffffffff0'")
+    before = Path(sqlite_path).read_bytes()
+    with pytest.raises(SchemaError, match="revision fffffffffff0, which is newer than this smallab-db.*upgrade"):
+        ExperimentRunner(sqlite_path)
+    with pytest.raises(SchemaError, match="newer"):
+        migrate(resolve_url(sqlite_path))
+    assert Path(sqlite_path).read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 100)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="is not a SQLite database.*left untouched"):
+        ExperimentRunner(str(path))
+    with pytest.raises(DatabaseError, match="is not a SQLite database"):
+        migrate(resolve_url(str(path)))
+    assert path.read_bytes() == before
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_a_database_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="directory .*missing.* does not exist; create it first"):
+        ExperimentRunner(str(tmp_path / "missing" / "runs.db"))
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_in_memory_database_is_refused() -> None:
+    with pytest.raises(DatabaseError, match="in-memory"):
+        ExperimentRunner("sqlite://")
+
+
+def test_an_empty_schema_on_another_tool_s_database_is_added_beside_its_tables(sqlite_path: str) -> None:
+    with sqlite3.connect(sqlite_path) as connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES ('someone-elses')")
+    ExperimentRunner(sqlite_path).run("shared", [{"seed": 2}], Square(), show_progress=False)
+    with sqlite3.connect(sqlite_path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("someone-elses",)]
+    assert stored_revision(sqlite_path) == [head_revision()]
+
+
+def test_alembic_runs_the_migrations_from_a_checkout(tmp_path: Path) -> None:
+    path = tmp_path / "checkout.db"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(REPOSITORY / "alembic.ini"),
+            "-x",
+            f"database={path}",
+            "upgrade",
+            "head",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    assert stored_revision(str(path)) == [head_revision()]
+
+
+def test_the_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPOSITORY)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("smallab_db-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "smallab_db/migrations/env.py",
+        "smallab_db/migrations/script.py.mako",
+        "smallab_db/migrations/versions/0001_initial_schema.py",
+        "smallab_db/py.typed",
+    } <= names
+    assert (migrations_directory() / "env.py").is_file()
