@@ -209,3 +209,24 @@ def test_timestamps_are_utc(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as connection:
         (started,) = connection.execute("SELECT started_at FROM runs").fetchone()
     assert before <= datetime.fromisoformat(started) <= datetime.utcnow() + timedelta(seconds=5)
+
+
+def test_a_runner_keeps_renewing_its_lease_while_a_long_run_goes_on(tmp_path: Path) -> None:
+    database, markers = str(tmp_path / "lease.db"), tmp_path / "markers"
+    runner = start_runner(database, "lease", 1, markers, "--sleep", "2.5", "--lease", "0.6")
+    try:
+        leases = set()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with sqlite3.connect(database) as connection:
+                row = connection.execute("SELECT status, lease_expires_at FROM runs").fetchone()
+            if row is not None and row[0] == "running":
+                lease = datetime.fromisoformat(row[1])
+                assert lease > datetime.utcnow() - timedelta(seconds=0.3), "the lease lapsed while the run went on"
+                leases.add(lease)
+            time.sleep(0.05)
+        assert len(leases) >= 3  # renewed every 0.2 s
+        assert runner.wait(timeout=30) == 0
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)

@@ -183,3 +183,14 @@ def test_the_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
         "smallab_db/py.typed",
     } <= names
     assert (migrations_directory() / "env.py").is_file()
+
+
+def test_sqlite_connections_use_the_documented_settings(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    with runner.engine.connect() as connection:
+        pragma = {
+            name: connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        }
+    assert pragma == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 120_000, "foreign_keys": 1}
+    runner.close()

@@ -216,12 +216,15 @@ def test_bad_batch_names_are_refused(sqlite_path: str, name: Any) -> None:
 def test_parallel_processes_store_every_result_and_use_workers(database_url: str) -> None:
     runner = ExperimentRunner(database_url)
     runner.on_specification_failure(None)
+    hook_pids: set[int] = set()
+    runner.on_specification_complete(lambda spec, result: hook_pids.add(os.getpid()))
     specifications = [{"seed": seed, "sleep": 0.05} for seed in range(12)]
     summary = runner.run("loky", specifications, ReportsPid(), num_parallel=2, show_progress=False)
     assert sorted(spec["seed"] for spec in summary.completed) == list(range(12))
     pids = {run["result"]["pid"] for run in runner.results("loky")}
     assert os.getpid() not in pids
     assert len(pids) == 2
+    assert hook_pids == {os.getpid()}  # hooks run in the calling process
     summary = runner.run("loky-failures", SEEDS, FailOnOdd(), num_parallel=2, show_progress=False)
     assert sorted(spec["seed"] for spec in summary.failed) == [1, 3, 5]
     assert all(isinstance(error, ValueError) for error in summary.exceptions)
