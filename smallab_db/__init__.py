@@ -6,10 +6,12 @@ from smallab_db.errors import (
     DatabaseError,
     ExperimentError,
     ExportError,
+    MissingDependencyError,
     SchemaError,
     SmallabError,
     SpecError,
     UsageError,
+    WorkerDiedError,
 )
 from smallab_db.execution import RemoteExperimentError
 from smallab_db.experiment import Experiment
@@ -38,5 +40,7 @@ __all__ = [
     "SchemaError",
     "ExportError",
     "RemoteExperimentError",
+    "WorkerDiedError",
+    "MissingDependencyError",
     "UnreadableResultWarning",
 ]

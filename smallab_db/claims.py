@@ -50,6 +50,11 @@ class Claims:
             self._finished += 1
             return self._in_flight.pop(run_id)
 
+    def in_flight(self) -> list[tuple[int, dict[str, Any]]]:
+        """Return the runs handed out and not finished yet."""
+        with self._lock:
+            return list(self._in_flight.items())
+
     def release(self) -> int:
         """Return every unfinished claim to pending; return how many."""
         with self._lock:

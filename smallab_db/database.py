@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,9 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def check_sqlite_file(url: URL) -> None:
-    """Refuse a SQLite path in a missing directory, or a file that is not a SQLite database, without touching it.
+def check_sqlite_file(url: URL, writable: bool = True) -> None:
+    """Refuse, without touching anything, a SQLite path in a missing directory, a file that is not a SQLite
+    database, and (when ``writable``) a read-only file or directory.
 
     Raises:
         DatabaseError: naming the path and what to do.
@@ -90,6 +93,16 @@ def check_sqlite_file(url: URL) -> None:
                 f"{str(path)!r} is not a SQLite database (its header is {header[:16]!r}); it was left untouched: "
                 "give the path of a smallab-db database, or a new file name"
             )
+    if writable and path.exists() and not os.access(path, os.W_OK):
+        raise DatabaseError(
+            f"database {str(path)!r} is read-only: make it writable (chmod u+w) or work on a copy; "
+            "`smallab-db query` can read it as it is"
+        )
+    if writable and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DatabaseError(
+            f"cannot open database {str(path)!r}: directory {str(path.parent)!r} is not writable, and SQLite keeps "
+            "its -wal and -shm files beside the database; choose a writable directory"
+        )
 
 
 def create_engine(url: URL) -> Engine:
@@ -111,6 +124,46 @@ def create_engine(url: URL) -> Engine:
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def create_read_only_engine(url: URL) -> Engine:
+    """Create an engine that cannot change the database: SQLite opened read-only with ``query_only`` on,
+    PostgreSQL with read-only transactions. Nothing is migrated or created.
+
+    Raises:
+        DatabaseError: the SQLite file does not exist or is not a database, or the URL is unusable.
+    """
+    if url.get_backend_name() == "sqlite":
+        check_sqlite_file(url, writable=False)
+        path = Path(url.database or "")
+        if not path.is_file():
+            raise DatabaseError(f"no database at {str(path)!r}: check the path, or run a batch there first")
+        location = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        engine = sqlalchemy.create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(location, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000),
+        )
+        event.listen(engine, "connect", _make_sqlite_query_only)
+        return engine
+    try:
+        return sqlalchemy.create_engine(url, connect_args={"options": "-c default_transaction_read_only=on"})
+    except (ArgumentError, ImportError) as error:
+        raise DatabaseError(f"cannot use database URL {describe(url)!r}: {error}") from error
+
+
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+
+
+def _make_sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only = 1")
+    dbapi_connection.set_authorizer(_allow_only_reading)
+
+
+def _allow_only_reading(action: int, _arg1: str | None, arg2: str | None, *_: Any) -> int:
+    """SQLite authorizer: reads, and pragmas that only report (no ``= value``), pass; ATTACH and all else fail."""
+    if action in _READ_ACTIONS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
 
 
 def read_only(connection: Connection) -> Connection:

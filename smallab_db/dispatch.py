@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from smallab_db.errors import UsageError
-from smallab_db.execution import Outcome, execute
+from smallab_db.claims import Claims
+from smallab_db.errors import UsageError, WorkerDiedError
+from smallab_db.execution import Outcome, execute, failure
 from smallab_db.experiment import ExperimentMain
+
+_EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
+_CAUSES = {
+    "SIGSEGV": "it crashed with a segmentation fault (SIGSEGV), for example in a C extension",
+    "SIGKILL": "it was killed with SIGKILL, which the out-of-memory killer sends: check the experiment's memory use",
+    "SIGABRT": "it aborted (SIGABRT), for example on a failed assertion in a C extension",
+    "EXIT": "it exited without returning (os._exit, or a library calling exit)",
+}
 
 
 def check_parallelism(num_parallel: Any) -> None:
@@ -18,28 +30,56 @@ def check_parallelism(num_parallel: Any) -> None:
         raise UsageError(f"num_parallel must be a positive int, or None for all cores, but got {num_parallel!r}")
 
 
-def outcomes(
-    main: ExperimentMain,
-    claimed: Iterable[tuple[int, dict[str, Any]]],
-    num_parallel: int | None,
-    backend: str | None,
-) -> Iterator[Outcome]:
+def outcomes(main: ExperimentMain, claims: Claims, num_parallel: int | None, backend: str | None) -> Iterator[Outcome]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
+
+    When a loky worker process dies, joblib stops the whole pool: the runs that were in flight are then executed
+    again one at a time, alone in a new worker, so that the one whose worker dies again is marked failed with the
+    cause, the others complete, and the batch goes on.
 
     Args:
         main: the experiment's callable.
-        claimed: ``(run_id, specification)`` pairs, consumed lazily.
+        claims: the claimed runs, consumed lazily.
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
         backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky.
     """
     if num_parallel == 1 and backend is None:
-        for run_id, specification in claimed:
+        for run_id, specification in claims:
             yield execute(main, run_id, specification, in_worker=False)
         return
-    parallel = Parallel(
-        n_jobs=-1 if num_parallel is None else num_parallel,
-        backend=backend,
-        return_as="generator_unordered",
-        batch_size=1,  # a batch returns all at once: larger ones would delay storing finished results
-    )
-    yield from parallel(delayed(execute)(main, run_id, specification, True) for run_id, specification in claimed)
+    while True:
+        parallel = Parallel(
+            n_jobs=-1 if num_parallel is None else num_parallel,
+            backend=backend,
+            return_as="generator_unordered",
+            batch_size=1,  # a batch returns all at once: larger ones would delay storing finished results
+        )
+        try:
+            yield from parallel(delayed(execute)(main, run_id, spec, True) for run_id, spec in claims)
+            return
+        except TerminatedWorkerError:
+            for run_id, specification in claims.in_flight():
+                yield _execute_alone(main, run_id, specification)
+
+
+def _execute_alone(main: ExperimentMain, run_id: int, specification: dict[str, Any]) -> Outcome:
+    """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
+    started_at = datetime.now(UTC)
+    try:
+        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, run_id, specification, True)])
+    except TerminatedWorkerError as error:
+        died = WorkerDiedError(
+            f"the worker process running this specification died twice, the second time running it alone: "
+            f"{worker_death_cause(str(error))}"
+        )
+        outcome = failure(run_id, started_at, died, in_worker=False)
+    outcome.executions = 2
+    return outcome
+
+
+def worker_death_cause(message: str) -> str:
+    """Describe why loky's worker died, from the exit codes its error message lists."""
+    match = _EXIT_CODES.search(message)
+    codes = match.group(1) if match else "unknown"
+    causes = [cause for name, cause in _CAUSES.items() if name in codes]
+    return f"{'; '.join(causes) or 'it was killed by a signal'} (exit codes {codes})"

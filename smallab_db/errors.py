@@ -29,3 +29,11 @@ class UsageError(SmallabError, ValueError):
 
 class ExportError(SmallabError):
     """Runs cannot be exported to the requested folder."""
+
+
+class MissingDependencyError(SmallabError, ImportError):
+    """An optional dependency that a feature needs is not installed."""
+
+
+class WorkerDiedError(SmallabError):
+    """The worker process running a specification died (crash, ``os._exit``, or killed) instead of returning."""

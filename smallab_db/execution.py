@@ -38,6 +38,7 @@ class Outcome:
     traceback: str | None = None
     exception: BaseException | None = None
     result: dict[str, Any] | None = None
+    executions: int = 1  # more than 1 when a worker died and the run was executed again alone
 
     @property
     def failed(self) -> bool:
@@ -78,25 +79,27 @@ def execute(main: ExperimentMain, run_id: int, specification: Specification, in_
                 "return only picklable values (numbers, strings, lists, dicts, arrays)"
             ) from error
     except (Exception, SystemExit) as error:
-        return _failure(run_id, started_at, error, in_worker)
+        return failure(run_id, started_at, error, in_worker)
     return Outcome(
         run_id=run_id,
         started_at=started_at,
         finished_at=datetime.now(UTC),
         result_pickle=result_pickle,
-        result_json=_json_or_none(result),
+        result_json=result_json_text(result),
         result=None if in_worker else result,
     )
 
 
-def _json_or_none(result: dict[str, Any]) -> str | None:
+def result_json_text(result: dict[str, Any]) -> str | None:
+    """Return the result as JSON text when it is JSON-serialisable (what ``result_json`` stores), else None."""
     try:
         return json.dumps(result, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return None
 
 
-def _failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:
+def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:
+    """Return the outcome of a run that raised ``error``, with its type, message and traceback."""
     error_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
     message = str(error)
     text = "".join(traceback.format_exception(error))

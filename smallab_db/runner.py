@@ -10,22 +10,26 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 from tqdm import tqdm
 
-from smallab_db import dispatch, export, migration, specification
+from smallab_db import dispatch, export, frames, importing, migration, specification
 from smallab_db.claims import Claims
 from smallab_db.database import create_engine, resolve_url
 from smallab_db.errors import UsageError
 from smallab_db.execution import Outcome
 from smallab_db.experiment import Experiment, ExperimentMain, Specification, experiment_main
 from smallab_db.hooks.calling import HookCaller
+from smallab_db.importing import ImportReport
 from smallab_db.recorder import Recorder
 from smallab_db.results import load_results
 from smallab_db.schema import COMPLETED, PENDING
 from smallab_db.store import Owner, RunStore
+
+if TYPE_CHECKING:
+    import pandas
 
 REGISTER_CHUNK = 500
 DEFAULT_LEASE_SECONDS = 60.0
@@ -210,9 +214,30 @@ class ExperimentRunner:
         """Return the folder that :meth:`export` writes batch ``name`` to by default."""
         return str(self.experiment_folder / name)
 
-    def export(self, name: str, folder: str | os.PathLike[str] | None = None) -> Path:
-        """Write batch ``name``'s completed runs as smallab's folder tree; return the batch's folder."""
-        return export.export_seed_tree(self.store, name, Path(folder) if folder is not None else self.experiment_folder)
+    def export(self, name: str, folder: str | os.PathLike[str] | None = None, layout: str = "seed") -> Path:
+        """Write batch ``name`` as a folder tree (``"seed"``: smallab's, ``"smallab2"``: smallab 2.x's).
+
+        Returns:
+            The batch's folder, ``folder/name``; ``folder`` defaults to the experiment folder.
+        """
+        target = Path(folder) if folder is not None else self.experiment_folder
+        return export.export_batch(self.store, name, target, layout)
+
+    def import_folder(self, folder: str | os.PathLike[str], name: str) -> ImportReport:
+        """Read a batch folder written by smallab or exported by smallab-db into batch ``name`` as completed runs.
+
+        Importing again adds nothing. Unreadable files are reported in the returned report and skipped. The tree's
+        pickles are loaded: import only trees you trust.
+        """
+        return importing.import_tree(self.store, Path(folder), name)
+
+    def dataframe(self, name: str) -> pandas.DataFrame:
+        """Return a pandas DataFrame with one row per run of batch ``name`` (needs ``smallab-db[pandas]``).
+
+        Columns: ``spec.<key>`` and ``result.<key>`` (nested keys joined with dots), ``status``, ``duration_s``,
+        ``attempts``, ``spec_hash``, ``error_type``. Results that are not JSON are unpickled.
+        """
+        return frames.load_dataframe(self.store, name)
 
     def close(self) -> None:
         """Close the database connections."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +45,16 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class ImportedRun:
+    """A completed run brought in from a folder tree."""
+
+    spec_hash: str
+    canonical: str
+    result_pickle: bytes
+    result_json: str | None
+
+
+@dataclass(frozen=True)
 class Registration:
     """What registering a list of specifications found."""
 
@@ -65,6 +75,7 @@ class RunStore:
             )
             .values(
                 status=bindparam("b_status"),
+                attempts=runs.c.attempts + bindparam("b_extra_executions"),
                 started_at=bindparam("b_started"),
                 finished_at=bindparam("b_finished"),
                 lease_expires_at=None,
@@ -148,6 +159,72 @@ class RunStore:
                 connection.execute(update(runs).where(runs.c.id.in_(requeue_ids)).values(status=PENDING))
         skipped = 0 if rerun_all else sum(status == COMPLETED for status in status_of.values())
         return Registration(skipped=skipped)
+
+    def import_completed(self, batch_id: int, found: Sequence[ImportedRun]) -> int:
+        """Store runs found elsewhere as completed, unless the batch already has them completed or running.
+
+        Returns:
+            How many runs were added or turned completed.
+        """
+        unique = {run.spec_hash: run for run in found}
+        known = select(runs.c.id, runs.c.spec_hash, runs.c.status).where(
+            runs.c.batch_id == batch_id, runs.c.spec_hash.in_(list(unique))
+        )
+        with self._writing() as connection:
+            status_of = {spec_hash: (run_id, status) for run_id, spec_hash, status in connection.execute(known)}
+            missing = [
+                {
+                    "batch_id": batch_id,
+                    "spec_hash": run.spec_hash,
+                    "specification": JSONText(run.canonical),
+                    "status": COMPLETED,
+                    "attempts": 1,
+                    "created_at": utc_now(),
+                    "result": run.result_pickle,
+                    "result_json": _json_text(run.result_json),
+                }
+                for run in unique.values()
+                if run.spec_hash not in status_of
+            ]
+            if missing:
+                connection.execute(self._insert_ignoring_duplicates(runs), missing)
+            unfinished = [
+                {
+                    "b_id": run_id,
+                    "b_result": unique[spec_hash].result_pickle,
+                    "b_json": _json_text(unique[spec_hash].result_json),
+                }
+                for spec_hash, (run_id, status) in status_of.items()
+                if status in (PENDING, FAILED)
+            ]
+            if unfinished:
+                connection.execute(
+                    update(runs)
+                    .where(runs.c.id == bindparam("b_id"), runs.c.status.in_((PENDING, FAILED)))
+                    .values(
+                        status=COMPLETED,
+                        result=bindparam("b_result"),
+                        result_json=bindparam("b_json"),
+                        error_type=None,
+                        error_message=None,
+                        traceback=None,
+                    ),
+                    unfinished,
+                )
+        return len(missing) + len(unfinished)
+
+    def requeue_failed(self, batch_id: int) -> int:
+        """Put the batch's failed runs back to pending; return how many."""
+        with self._writing() as connection:
+            statement = update(runs).where(runs.c.batch_id == batch_id, runs.c.status == FAILED)
+            return connection.execute(statement.values(status=PENDING)).rowcount
+
+    def delete_batch(self, batch_id: int) -> int:
+        """Delete a batch and all its runs; return how many runs were deleted."""
+        with self._writing() as connection:
+            deleted = connection.execute(delete(runs).where(runs.c.batch_id == batch_id)).rowcount
+            connection.execute(delete(batches).where(batches.c.id == batch_id))
+            return deleted
 
     def count(self, batch_id: int, status: str) -> int:
         """Return how many runs of the batch have ``status``."""
@@ -249,10 +326,11 @@ class RunStore:
                 "b_id": outcome.run_id,
                 "b_token": owner.token,
                 "b_status": COMPLETED if outcome.error_type is None else FAILED,
+                "b_extra_executions": outcome.executions - 1,
                 "b_started": outcome.started_at,
                 "b_finished": outcome.finished_at,
                 "b_result": outcome.result_pickle,
-                "b_result_json": None if outcome.result_json is None else JSONText(outcome.result_json),
+                "b_result_json": _json_text(outcome.result_json),
                 "b_error_type": outcome.error_type,
                 "b_error_message": outcome.error_message,
                 "b_traceback": outcome.traceback,
@@ -278,6 +356,44 @@ class RunStore:
             query = query.where(runs.c.status == status)
         with self._reading() as connection:
             yield from connection.execution_options(yield_per=chunk).execute(query)
+
+    def iter_run_summaries(self, batch_id: int, status: str | None = None, chunk: int = 5000) -> Iterator[Row[Any]]:
+        """Yield the batch's runs (with ``status``, if given) without the traceback; ``result_pickle`` only where
+        the result is not JSON."""
+        query = (
+            select(
+                runs.c.id,
+                runs.c.spec_hash,
+                runs.c.specification,
+                runs.c.status,
+                runs.c.attempts,
+                runs.c.started_at,
+                runs.c.finished_at,
+                runs.c.error_type,
+                runs.c.result_json,
+                case((runs.c.result_json.is_(None), runs.c.result), else_=None).label("result_pickle"),
+            )
+            .where(runs.c.batch_id == batch_id)
+            .order_by(runs.c.id)
+        )
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        with self._reading() as connection:
+            yield from connection.execution_options(yield_per=chunk).execute(query)
+
+    def runs_with_hash_prefix(self, prefix: str, batch_id: int | None, limit: int) -> list[Row[Any]]:
+        """Return up to ``limit`` runs whose hash starts with ``prefix``: all columns, plus ``batch``, its name."""
+        query = (
+            select(runs, batches.c.name.label("batch"))
+            .join(batches, batches.c.id == runs.c.batch_id)
+            .where(runs.c.spec_hash.startswith(prefix.lower(), autoescape=True))
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        if batch_id is not None:
+            query = query.where(runs.c.batch_id == batch_id)
+        with self._reading() as connection:
+            return list(connection.execute(query))
 
     # -- transactions --------------------------------------------------------------------------------------------
 
@@ -312,6 +428,10 @@ class RunStore:
         if values is not None:
             statement = statement.values(values)
         return statement.on_conflict_do_nothing()
+
+
+def _json_text(text: str | None) -> JSONText | None:
+    return None if text is None else JSONText(text)
 
 
 def _owner_alive(pid: int | None, token: str | None) -> bool:

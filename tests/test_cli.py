@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_clean_error
 from click.testing import CliRunner, Result
 from workloads import FailOnOdd, Square
 
@@ -79,8 +80,9 @@ def parse_status(output: str) -> dict[str, dict[str, int]]:
     """
     lines = output.splitlines()
     assert lines[0].split() == ["batch", *STATUSES], output
+    assert set(lines[1].replace(" ", "")) == {"-"}, output
     table: dict[str, dict[str, int]] = {}
-    for line in lines[1:]:
+    for line in lines[2:]:
         *name, pending, running, completed, failed = line.split()
         table[" ".join(name)] = {
             "pending": int(pending),
@@ -123,26 +125,6 @@ def dump_rows(path: Path) -> list[tuple[object, ...]]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Return the name and bytes of every file below ``folder``: the test of "left untouched"."""
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def assert_clean_error(result: Result) -> str:
-    """Check that a command failed the way a user error must: status 1, one ``Error:`` line, no traceback.
-
-    Args:
-        result: the click test result.
-
-    Returns:
-        The error line.
-    """
-    # An exception click did not handle also gives exit code 1 under CliRunner, but as result.exception.
-    assert isinstance(result.exception, SystemExit), f"unhandled {result.exception!r}\n{result.output}"
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def assert_clean_process_error(process: subprocess.CompletedProcess[str]) -> str:
@@ -274,7 +256,7 @@ def test_status_closes_the_database(tmp_path: Path) -> None:
 # -- where the database is ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["migrate", "status"])
+@pytest.mark.parametrize("command", ["migrate"])
 def test_without_url_the_environment_variable_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
@@ -310,7 +292,7 @@ def test_an_explicit_url_wins_over_the_environment_variable(tmp_path: Path, monk
     assert not (tmp_path / "smallab.db").exists()
 
 
-@pytest.mark.parametrize("command", ["migrate", "status"])
+@pytest.mark.parametrize("command", ["migrate"])
 def test_without_url_or_environment_variable_smallab_db_in_the_working_directory_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
@@ -469,3 +451,18 @@ def test_status_on_postgresql_through_the_environment_variable(postgres_url: str
     process = run_script("status", cwd=tmp_path, env={"SMALLAB_DB": postgres_url})
     assert (process.returncode, process.stdout) == (0, "no batches yet\n"), process.stderr
     assert not (tmp_path / "smallab.db").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["status"], ["runs", "--batch", "b"], ["show", "abc"], ["retry", "--batch", "b"], ["rm", "--batch", "b", "--yes"]],
+)
+def test_commands_that_read_refuse_a_missing_database_and_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arguments: list[str]
+) -> None:
+    """Only ``migrate`` and ``import`` create a database; the others say there is none."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*arguments, str(tmp_path / "typo.db"))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "no database at" in result.stderr and "smallab-db migrate" in result.stderr
+    assert list(tmp_path.iterdir()) == []

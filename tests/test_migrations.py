@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic import command
 from workloads import Square
 
@@ -53,52 +52,6 @@ def test_migrate_is_idempotent_and_keeps_data(sqlite_path: str) -> None:
     assert migrate(resolve_url(sqlite_path)) == head_revision()
     assert stored_revision(sqlite_path) == [head_revision()]
     assert ExperimentRunner(sqlite_path).results("kept") == [{"specification": {"seed": 1}, "result": {"square": 1}}]
-
-
-def test_concurrent_migrations_and_runners_on_a_new_file(tmp_path: Path) -> None:
-    path = str(tmp_path / "race.db")
-    migrating = (
-        "import sys; from smallab_db.migration import migrate; from smallab_db.database import resolve_url; "
-        "migrate(resolve_url(sys.argv[1]))"
-    )
-    opening = (
-        "import sys; from smallab_db import ExperimentRunner; "
-        "ExperimentRunner(sys.argv[1]).run('b' + sys.argv[2], [{'seed': 1}], lambda s: {}, show_progress=False)"
-    )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", migrating, path], cwd=tmp_path, stderr=subprocess.PIPE)
-        for _ in range(4)
-    ] + [
-        subprocess.Popen([sys.executable, "-c", opening, path, str(index)], cwd=tmp_path, stderr=subprocess.PIPE)
-        for index in range(4)
-    ]
-    for process in processes:
-        _, error = process.communicate(timeout=120)
-        assert process.returncode == 0, error.decode()
-    assert stored_revision(path) == [head_revision()]
-    with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert connection.execute("SELECT count(*) FROM batches").fetchone()[0] == 4
-
-
-def test_concurrent_migrations_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    migrating = (
-        "import sys; from smallab_db.migration import migrate; from smallab_db.database import resolve_url; "
-        "migrate(resolve_url(sys.argv[1]))"
-    )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", migrating, postgres_url], cwd=tmp_path, stderr=subprocess.PIPE)
-        for _ in range(4)
-    ]
-    for process in processes:
-        _, error = process.communicate(timeout=120)
-        assert process.returncode == 0, error.decode()
-    engine = sa.create_engine(resolve_url(postgres_url))
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all() == [
-            head_revision()
-        ]
-    engine.dispose()
 
 
 def test_a_newer_schema_is_refused_and_left_untouched(sqlite_path: str) -> None:
@@ -176,6 +129,8 @@ def test_the_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("smallab_db-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(path.relative_to(REPOSITORY)) for path in (REPOSITORY / "smallab_db").rglob("*.py")}
+    assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
     assert {
         "smallab_db/migrations/env.py",
         "smallab_db/migrations/script.py.mako",
@@ -194,3 +149,30 @@ def test_sqlite_connections_use_the_documented_settings(sqlite_path: str) -> Non
         }
     assert pragma == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 120_000, "foreign_keys": 1}
     runner.close()
+
+
+def build_at_revision(url: str, revision: str) -> None:
+    """Build a database at an older revision, as an older smallab-db would have left it."""
+    engine = create_engine(resolve_url(url))
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+    engine.dispose()
+
+
+def test_an_older_sqlite_schema_is_upgraded_when_opened(sqlite_path: str) -> None:
+    build_at_revision(sqlite_path, "0001")
+    assert stored_revision(sqlite_path) == ["0001"]
+    runner = ExperimentRunner(sqlite_path)
+    runner.run("upgraded", [{"seed": 3}], Square(), show_progress=False)
+    runner.close()
+    assert stored_revision(sqlite_path) == [head_revision()]
+    with sqlite3.connect(sqlite_path) as connection:
+        assert connection.execute("SELECT batch, status FROM run_details").fetchall() == [("upgraded", "completed")]
+
+
+def test_an_older_postgresql_schema_asks_for_migrate(postgres_url: str) -> None:
+    build_at_revision(postgres_url, "0001")
+    with pytest.raises(SchemaError, match="is at revision 0001 but this smallab-db needs .*run `smallab-db migrate"):
+        ExperimentRunner(postgres_url)
+    assert migrate(resolve_url(postgres_url)) == head_revision()
+    ExperimentRunner(postgres_url).run("after-migrate", [{"seed": 1}], Square(), show_progress=False)

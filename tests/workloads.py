@@ -1,7 +1,7 @@
 """Experiments used by the tests, importable by worker processes, and a runner script for subprocess tests.
 
-As a script: ``python workloads.py DATABASE BATCH COUNT [--parallel K] [--sleep S] [--markers DIR]
-[--lease L] [--fail-seed N]`` runs specifications ``{"seed": 0 … COUNT-1}``. With ``--markers`` each execution
+As a script: ``python workloads.py DATABASE BATCH COUNT [--parallel K] [--sleep S] [--markers DIR] [--lease L]
+[--fail-seed N] [--wait-for FILE]`` runs specifications ``{"seed": 0 … COUNT-1}``. With ``--markers`` each execution
 creates a new file ``DIR/<seed>.<uuid>`` when it starts and ``DIR/finished-<seed>-<uuid>`` holding the time when
 it returns: the tests count executions by these side effects, not by the database.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import threading
 import time
 import uuid
@@ -122,10 +123,13 @@ def main() -> None:
     parser.add_argument("--markers")
     parser.add_argument("--lease", type=float, default=60.0)
     parser.add_argument("--fail-seed", type=int)
+    parser.add_argument("--wait-for", help="start running only once this file exists (a start line for racers)")
     arguments = parser.parse_args()
     runner = ExperimentRunner(arguments.database, lease_seconds=arguments.lease)
     runner.on_specification_failure(None)
     print("started", flush=True)
+    while arguments.wait_for and not Path(arguments.wait_for).exists():
+        time.sleep(0.01)
     summary = runner.run(
         arguments.batch,
         [{"seed": seed} for seed in range(arguments.count)],
@@ -138,3 +142,24 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class DiesOnSeed(Experiment):
+    """Kills its own worker process for one seed: ``os._exit``, a segmentation fault, or SIGKILL."""
+
+    def __init__(self, seed: int, how: str) -> None:
+        self.seed = seed
+        self.how = how
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        if specification["seed"] == self.seed:
+            if self.how == "exit":
+                os._exit(3)
+            if self.how == "segfault":
+                import ctypes
+
+                ctypes.string_at(0)
+            if self.how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.05)
+        return {"seed": specification["seed"]}

@@ -1,0 +1,68 @@
+"""Loading a batch's runs into a pandas DataFrame (pandas is the optional extra ``smallab-db[pandas]``)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from smallab_db.errors import MissingDependencyError
+from smallab_db.results import batch_id_or_error
+from smallab_db.store import RunStore
+
+if TYPE_CHECKING:
+    import pandas
+
+RUN_COLUMNS = ["status", "duration_s", "attempts", "spec_hash", "error_type"]
+
+
+def load_dataframe(store: RunStore, name: str) -> pandas.DataFrame:
+    """Return one row per run of batch ``name``, indexed by run id.
+
+    Columns: ``spec.<key>`` and ``result.<key>`` (nested dict keys joined with dots), then ``status``,
+    ``duration_s``, ``attempts``, ``spec_hash`` and ``error_type``. A result that is not JSON is unpickled.
+
+    Raises:
+        MissingDependencyError: pandas is not installed.
+        UsageError: there is no batch ``name``.
+    """
+    try:
+        import pandas
+    except ImportError as error:
+        raise MissingDependencyError(
+            "runner.dataframe() needs pandas, which is not installed: pip install 'smallab-db[pandas]'"
+        ) from error
+    batch_id = batch_id_or_error(store, name)
+    index: list[int] = []
+    records: list[dict[str, Any]] = []
+    for row in store.iter_run_summaries(batch_id):
+        record: dict[str, Any] = {}
+        _flatten("spec", row.specification, record)
+        result = row.result_json if row.result_pickle is None else pickle.loads(row.result_pickle)
+        if result is not None:
+            _flatten("result", result, record)
+        duration = None
+        if row.started_at is not None and row.finished_at is not None:
+            duration = (row.finished_at - row.started_at).total_seconds()
+        record.update(
+            status=row.status,
+            duration_s=duration,
+            attempts=row.attempts,
+            spec_hash=row.spec_hash,
+            error_type=row.error_type,
+        )
+        index.append(row.id)
+        records.append(record)
+    frame = pandas.DataFrame.from_records(records, index=pandas.Index(index, name="run_id"))
+    data_columns = sorted(
+        (column for column in frame.columns if column not in RUN_COLUMNS),
+        key=lambda column: (not column.startswith("spec."), column),
+    )
+    return frame.reindex(columns=data_columns + RUN_COLUMNS)
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    else:
+        into[prefix] = value

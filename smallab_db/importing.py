@@ -1,0 +1,78 @@
+"""Importing a folder tree written by smallab, or exported by smallab-db, into the database as completed runs."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from types import ModuleType
+
+from smallab_db.errors import SpecError, UsageError
+from smallab_db.execution import result_json_text
+from smallab_db.layouts import LAYOUTS
+from smallab_db.layouts.records import FoundRun, Unreadable
+from smallab_db.specification import canonical_json, hash_canonical, validate_specification
+from smallab_db.store import ImportedRun, RunStore
+
+IMPORT_CHUNK = 500
+
+
+@dataclass
+class ImportReport:
+    """What an import did: runs added or turned completed, runs already there, and files it skipped."""
+
+    layout: str
+    imported: int = 0
+    already_present: int = 0
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+def detect_layout(batch_folder: Path) -> ModuleType:
+    """Return the layout of the tree in ``batch_folder``.
+
+    Raises:
+        UsageError: the folder does not exist or holds no run in a known layout.
+    """
+    if not batch_folder.is_dir():
+        raise UsageError(f"cannot import {str(batch_folder)!r}: it is not a folder")
+    for layout in LAYOUTS.values():
+        if layout.looks_like(batch_folder):
+            return layout
+    raise UsageError(
+        f"cannot import {str(batch_folder)!r}: it holds no runs in a known layout ({', '.join(LAYOUTS)}); "
+        "give the folder of one batch, such as experiment_runs/<name>"
+    )
+
+
+def import_tree(store: RunStore, batch_folder: Path, name: str) -> ImportReport:
+    """Read every run of the tree in ``batch_folder`` into batch ``name`` as completed; importing again adds nothing.
+
+    A file that cannot be read, or whose specification is not a JSON object, is reported and skipped. Results are
+    unpickled to be stored: import only trees you trust.
+    """
+    layout = detect_layout(batch_folder)
+    report = ImportReport(layout=layout.NAME)
+    batch_id = store.ensure_batch(name)
+    runs = _importable(layout.read_batch(batch_folder), report)
+    while chunk := list(islice(runs, IMPORT_CHUNK)):
+        imported = store.import_completed(batch_id, chunk)
+        report.imported += imported
+        report.already_present += len({run.spec_hash for run in chunk}) - imported
+    return report
+
+
+def _importable(found: Iterator[FoundRun | Unreadable], report: ImportReport) -> Iterator[ImportedRun]:
+    for item in found:
+        if isinstance(item, Unreadable):
+            report.unreadable.append(item)
+            continue
+        try:
+            validate_specification(item.specification)
+            result_pickle = pickle.dumps(item.result, protocol=pickle.HIGHEST_PROTOCOL)
+        except (SpecError, pickle.PicklingError, TypeError, AttributeError) as error:
+            report.unreadable.append(Unreadable(item.path, str(error)))
+            continue
+        canonical = canonical_json(item.specification)
+        yield ImportedRun(hash_canonical(canonical), canonical, result_pickle, result_json_text(item.result))

@@ -1,0 +1,42 @@
+"""Writing files atomically, and only when their content changed."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Yield a temporary file beside ``path``; once written, rename it over ``path`` unless ``path`` already holds
+    the same bytes (then the old file stays untouched). On error the temporary file is removed."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+        if path.is_file() and filecmp.cmp(temporary, path, shallow=False):
+            os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` atomically, leaving the file untouched if it already holds exactly that."""
+    with atomic_file(path) as file:
+        file.write(content)
+
+
+def remove_stale_folders(parent: Path, keep: set[str], is_run_folder: Callable[[str], bool]) -> None:
+    """Remove the run folders below ``parent`` (as told by ``is_run_folder``) whose name is not in ``keep``."""
+    for child in parent.iterdir():
+        if child.is_dir() and is_run_folder(child.name) and child.name not in keep:
+            shutil.rmtree(child)

@@ -1,0 +1,62 @@
+"""smallab's original layout: ``<batch>/<spec_hash>/specification.json``, ``<spec_hash>.pkl`` and
+``<batch>/completed.json``. Each ``.pkl`` holds ``{"specification": ..., "result": ...}``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from smallab_db.layouts.files import atomic_file, remove_stale_folders, write_file
+from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
+
+NAME = "seed"
+_RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
+
+
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+    """Write the completed runs below ``batch_folder`` (failed runs have no place in this layout)."""
+    batch_folder.mkdir(parents=True, exist_ok=True)
+    exported: set[str] = set()
+    with atomic_file(batch_folder / "completed.json") as listing:
+        listing.write(b"[")
+        for run in completed:
+            listing.write((b", " if exported else b"") + json.dumps(run.specification, sort_keys=True).encode())
+            exported.add(run.spec_hash)
+            run_folder = batch_folder / run.spec_hash
+            run_folder.mkdir(exist_ok=True)
+            write_file(
+                run_folder / "specification.json", json.dumps(run.specification, sort_keys=True, indent=1).encode()
+            )
+            record = {"specification": run.specification, "result": run.result}
+            write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record))
+        listing.write(b"]")
+    remove_stale_folders(batch_folder, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
+
+
+def looks_like(batch_folder: Path) -> bool:
+    """Tell whether ``batch_folder`` holds runs in this layout."""
+    return any(_pickles(folder) for folder in batch_folder.iterdir() if folder.is_dir())
+
+
+def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
+    """Yield every run of the tree, or what made its file unreadable."""
+    for folder in sorted(batch_folder.iterdir()):
+        if not folder.is_dir():
+            continue
+        for path in _pickles(folder):
+            try:
+                with path.open("rb") as file:
+                    record = pickle.load(file)
+                specification, result = record["specification"], record["result"]
+            except Exception as error:  # any damage: truncated, foreign, not a record
+                yield Unreadable(path, f"{type(error).__name__}: {error}")
+                continue
+            yield FoundRun(specification, result, path)
+
+
+def _pickles(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.pkl")) if (folder / "specification.json").is_file() else []

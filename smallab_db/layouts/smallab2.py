@@ -1,0 +1,126 @@
+"""smallab 2.3.1's layout, as its runner writes and reads it below ``experiment_runs/<batch>``.
+
+``<batch>/experiments/<run>/run.json`` holds ``{"specification": ..., "result": ...}`` as JSON; a result that is
+not JSON goes to ``run.pkl`` (the same record, pickled) with ``specification.json`` beside it.
+``<batch>/completed.json`` and ``<batch>/failed.json`` list specifications.
+
+smallab 2.3.1 takes a specification as done when any ``run.json`` or ``run.pkl`` below ``experiments/`` holds an
+equal specification, whatever the folder is called (its folder names come from the user's ``get_name``). This
+layout names each run folder by the specification's hash (64 lowercase hex digits: safe on every filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from smallab_db.layouts.files import atomic_file, remove_stale_folders, write_file
+from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
+
+try:  # smallab 2.3.1 pickles with dill, which pickles classes of a script's __main__ by value
+    from dill import loads as _unpickle
+except ImportError:
+    from pickle import loads as _unpickle
+
+NAME = "smallab2"
+_EXPERIMENTS = "experiments"
+_RUN_JSON = "run.json"
+_RUN_PICKLE = "run.pkl"
+_SPECIFICATION = "specification.json"
+_RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
+_PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
+
+
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+    """Write the completed runs and the ``completed.json`` and ``failed.json`` listings below ``batch_folder``.
+
+    Run folders of an earlier export whose run is no longer completed are removed; other folders are kept.
+    """
+    experiments = batch_folder / _EXPERIMENTS
+    experiments.mkdir(parents=True, exist_ok=True)
+    exported: set[str] = set()
+    with atomic_file(batch_folder / "completed.json") as listing:
+        listing.write(b"[")
+        for run in completed:
+            listing.write((b", " if exported else b"") + _json(run.specification))
+            exported.add(run.spec_hash)
+            _write_run(experiments / run.spec_hash, run)
+        listing.write(b"]")
+    write_file(batch_folder / "failed.json", _json(list(failed)))
+    remove_stale_folders(experiments, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
+
+
+def looks_like(batch_folder: Path) -> bool:
+    """Tell whether ``batch_folder`` holds runs in this layout."""
+    experiments = batch_folder / _EXPERIMENTS
+    return experiments.is_dir() and any(isinstance(entry, Path) for entry in _run_files(experiments))
+
+
+def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
+    """Yield every run below ``batch_folder/experiments``, or what made its file or folder unreadable."""
+    experiments = batch_folder / _EXPERIMENTS
+    if not experiments.is_dir():
+        return
+    for entry in _run_files(experiments):
+        yield entry if isinstance(entry, Unreadable) else _read_run(entry)
+
+
+def _write_run(run_folder: Path, run: StoredRun) -> None:
+    """Write one run as ``run.json``, or as ``run.pkl`` and ``specification.json``, removing the other form.
+
+    The new form is in place before the old one goes, so smallab 2.3.1 never sees the run missing.
+    """
+    run_folder.mkdir(exist_ok=True)
+    for leftover in run_folder.glob(".*.tmp"):  # of an export that was killed; smallab 2.3.1 would choke on it
+        leftover.unlink(missing_ok=True)
+    record = {"specification": run.specification, "result": run.result}
+    if run.result_is_json:
+        write_file(run_folder / _RUN_JSON, _json(record))
+        obsolete = [_RUN_PICKLE, _SPECIFICATION]
+    else:
+        write_file(run_folder / _SPECIFICATION, _json(run.specification))
+        write_file(run_folder / _RUN_PICKLE, pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
+        obsolete = [_RUN_JSON]
+    for name in obsolete:
+        (run_folder / name).unlink(missing_ok=True)
+
+
+def _json(value: Any) -> bytes:
+    """Encode ``value`` as ASCII JSON with sorted keys: the same bytes for the same value, on every locale."""
+    return json.dumps(value, sort_keys=True).encode("ascii")
+
+
+def _run_files(folder: Path) -> Iterator[Path | Unreadable]:
+    """Yield the run files below ``folder`` in name order, and the folders that cannot be listed.
+
+    Like smallab 2.3.1, it does not follow symbolic links to folders.
+    """
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as error:
+        yield Unreadable(folder, f"{type(error).__name__}: {error}")
+        return
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            yield from _run_files(child)
+        elif child.name in (_RUN_JSON, _RUN_PICKLE) and child.is_file():
+            yield child
+
+
+def _read_run(path: Path) -> FoundRun | Unreadable:
+    """Read the ``{"specification": ..., "result": ...}`` record of a ``run.json`` or ``run.pkl``."""
+    try:
+        content = path.read_bytes()
+        record = json.loads(content) if path.name == _RUN_JSON else _unpickle(content)
+    except Exception as error:  # any damage: truncated, corrupt, a class that no longer imports
+        return Unreadable(path, f"{type(error).__name__}: {error}")
+    if not isinstance(record, dict) or not {"specification", "result"} <= record.keys():
+        return Unreadable(path, "not a {'specification': ..., 'result': ...} record")
+    for key in ("specification", "result"):
+        if not isinstance(record[key], dict):
+            return Unreadable(path, f"its {key} is a {type(record[key]).__name__}, not a dict")
+    return FoundRun(record["specification"], record["result"], path)

@@ -1,0 +1,204 @@
+"""Bad input gets a clear SmallabError (or a clean CLI line), writes nothing, and loses nothing already stored."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workloads import FailOnOdd, NotADict, Square, Unpicklable
+
+from smallab_db import ExperimentError, ExperimentRunner, SmallabError, SpecError, UnreadableResultWarning, UsageError
+
+SEEDS = [{"seed": seed} for seed in range(4)]
+
+
+def snapshot(path: str) -> list[Any]:
+    """Everything stored: every row of every table, in order."""
+    with sqlite3.connect(path) as connection:
+        return [
+            connection.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            for table in ("batches", "runs", "smallab_db_version")
+        ]
+
+
+class NotAnExperiment:
+    """Has a main method but is neither an Experiment nor callable."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+BAD_CALLS: dict[str, tuple[type[SmallabError], Callable[[ExperimentRunner], Any]]] = {
+    "nan": (SpecError, lambda r: r.run("kept", [{"x": float("nan")}], Square(), show_progress=False)),
+    "infinity": (SpecError, lambda r: r.run("kept", [{"x": float("-inf")}], Square(), show_progress=False)),
+    "set": (SpecError, lambda r: r.run("kept", [{"x": {1}}], Square(), show_progress=False)),
+    "tuple": (SpecError, lambda r: r.run("kept", [{"x": (1, 2)}], Square(), show_progress=False)),
+    "int key": (SpecError, lambda r: r.run("kept", [{1: "x"}], Square(), show_progress=False)),
+    "object": (SpecError, lambda r: r.run("kept", [{"x": object()}], Square(), show_progress=False)),
+    "non-dict item": (SpecError, lambda r: r.run("kept", [{"seed": 9}, [1]], Square(), show_progress=False)),
+    "dict instead of list": (SpecError, lambda r: r.run("kept", {"seed": 1}, Square(), show_progress=False)),
+    "string instead of list": (SpecError, lambda r: r.run("kept", "seed", Square(), show_progress=False)),
+    "not an experiment": (ExperimentError, lambda r: r.run("kept", SEEDS, NotAnExperiment(), show_progress=False)),
+    "experiment class": (ExperimentError, lambda r: r.run("kept", SEEDS, Square, show_progress=False)),
+    "parallelism": (UsageError, lambda r: r.run("kept", SEEDS, Square(), num_parallel=0, show_progress=False)),
+    "batch name": (UsageError, lambda r: r.run("", SEEDS, Square(), show_progress=False)),
+    "unknown batch": (UsageError, lambda r: r.results("missing")),
+    "unknown status": (UsageError, lambda r: r.results("kept", status="done")),
+    "unknown layout": (UsageError, lambda r: r.export("kept", layout="nope")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+def test_bad_input_raises_a_smallab_error_and_changes_nothing(sqlite_path: str, case: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    runner.on_specification_failure(None)
+    runner.run("kept", SEEDS, FailOnOdd(), show_progress=False)
+    before = snapshot(sqlite_path)
+    error_type, call = BAD_CALLS[case]
+    with pytest.raises(error_type) as raised:
+        call(runner)
+    assert isinstance(raised.value, SmallabError)
+    assert snapshot(sqlite_path) == before
+
+
+@pytest.mark.parametrize("experiment", [NotADict(), Unpicklable()])
+def test_bad_results_fail_their_run_only(sqlite_path: str, experiment: Any) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    runner.on_specification_failure(None)
+    runner.run("kept", SEEDS, Square(), show_progress=False)
+    summary = runner.run("bad", SEEDS, experiment, show_progress=False)
+    assert summary.failed == SEEDS and all(isinstance(e, ExperimentError) for e in summary.exceptions)
+    assert len(runner.results("kept")) == len(SEEDS)
+
+
+def test_a_hook_that_raises_is_reported_once_and_the_batch_goes_on(
+    sqlite_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = ExperimentRunner(sqlite_path)
+
+    def failing_hook(specifications: list[dict[str, Any]]) -> None:
+        raise RuntimeError("the mail server is down")
+
+    runner.on_batch_complete(failing_hook)
+    runner.on_specification_complete(lambda spec, result: 1 / 0)
+    summary = runner.run("hooks", SEEDS, Square(), show_progress=False)
+    assert summary.completed == SEEDS
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("failing_hook" in message for message in messages) == 1
+    assert sum("<lambda>" in message for message in messages) == 1  # four failures, reported once
+    assert len(runner.results("hooks")) == len(SEEDS)
+
+
+def test_results_that_no_longer_unpickle_are_named_and_the_rest_returned(tmp_path: Path) -> None:
+    module_folder = tmp_path / "renamed_module"
+    module_folder.mkdir()
+    (module_folder / "lab_measurements.py").write_text(
+        textwrap.dedent(
+            """
+            class Measurement:
+                def __init__(self, value):
+                    self.value = value
+            """
+        )
+    )
+    database = tmp_path / "old.db"
+    program = textwrap.dedent(
+        f"""
+        from lab_measurements import Measurement
+        from smallab_db import ExperimentRunner
+        def main(spec):
+            return {{"m": Measurement(spec["seed"])}} if spec["seed"] % 2 else {{"plain": spec["seed"]}}
+        ExperimentRunner({str(database)!r}).run("old", [{{"seed": s}} for s in range(4)], main, show_progress=False)
+        """
+    )
+    environment = {**os.environ, "PYTHONPATH": str(module_folder)}
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path, env=environment, capture_output=True)
+    runner = ExperimentRunner(database)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = runner.results("old")
+    assert results == [
+        {"specification": {"seed": 0}, "result": {"plain": 0}},
+        {"specification": {"seed": 2}, "result": {"plain": 2}},
+    ]
+    (warning,) = [item for item in caught if issubclass(item.category, UnreadableResultWarning)]
+    text = str(warning.message)
+    assert "2 result(s) of batch 'old' could not be unpickled" in text
+    assert "run 2 (" in text and "run 4 (" in text and "No module named 'lab_measurements'" in text
+
+
+# -- read-only files and directories, as an ordinary user (root may write anything) -----------------------------
+
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder outside pytest's private tmp tree, so that the user nobody can reach it."""
+    if shutil.which("setpriv") is None or os.getuid() != 0:
+        pytest.skip("needs root and setpriv to run a step as the user nobody")
+    folder = Path(tempfile.mkdtemp(prefix="smallab-readonly-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def as_nobody(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command as the unprivileged user nobody."""
+    return subprocess.run([*NOBODY, *arguments], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+OPEN_AS_NOBODY = (
+    "import sys\n"
+    "from smallab_db import ExperimentRunner, SmallabError\n"
+    "try:\n"
+    "    ExperimentRunner(sys.argv[1])\n"
+    "except SmallabError as error:\n"
+    "    print(type(error).__name__, error)\n"
+    "    raise SystemExit(3)\n"
+)
+
+
+def test_a_read_only_database_file_is_refused_and_stays_intact(shared_folder: Path) -> None:
+    writable = shared_folder / "writable"
+    writable.mkdir()
+    writable.chmod(0o777)
+    database = writable / "runs.db"
+    ExperimentRunner(database).run("kept", SEEDS, Square(), show_progress=False)
+    database.chmod(0o444)  # owned by root: read-only for nobody
+    before = database.read_bytes()
+    opened = as_nobody(sys.executable, "-c", OPEN_AS_NOBODY, str(database), cwd=shared_folder)
+    assert opened.returncode == 3, opened.stderr
+    assert "DatabaseError" in opened.stdout and "is read-only: make it writable" in opened.stdout
+    status = as_nobody(str(Path(sys.executable).parent / "smallab-db"), "status", str(database), cwd=shared_folder)
+    assert status.returncode == 1 and status.stderr.startswith("Error: ") and "Traceback" not in status.stderr
+    query = as_nobody(
+        str(Path(sys.executable).parent / "smallab-db"),
+        "query",
+        str(database),
+        "SELECT count(*) AS n FROM runs",
+        cwd=shared_folder,
+    )
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.split()[-1] == str(len(SEEDS))
+    assert database.read_bytes() == before
+
+
+def test_a_database_in_a_read_only_directory_is_refused(shared_folder: Path) -> None:
+    database = shared_folder / "new.db"  # the folder is root's, 0755: nobody cannot create files there
+    opened = as_nobody(sys.executable, "-c", OPEN_AS_NOBODY, str(database), cwd=shared_folder)
+    assert opened.returncode == 3, opened.stderr
+    assert "directory" in opened.stdout and "is not writable" in opened.stdout
+    assert not database.exists()

@@ -1,0 +1,101 @@
+"""A runner SIGKILLed (with its workers) at random moments loses nothing, and a plain re-run finishes the batch."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import sqlite3
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from runner_processes import kill_group, start_runner, statuses
+from workloads import executions, finish_times
+
+COUNT = 40
+# 24 kill points, drawn once from a fixed seed so that a failure can be replayed: (parallelism, seconds after start)
+KILL_POINTS = [
+    (parallel, round(random.Random(1000 * parallel + index).uniform(0.0, 2.2), 3))
+    for parallel in (1, 2)
+    for index in range(12)
+]
+
+
+@pytest.mark.parametrize(("parallel", "kill_after"), KILL_POINTS)
+def test_a_sigkilled_runner_loses_nothing_and_a_rerun_finishes(
+    tmp_path: Path, parallel: int, kill_after: float
+) -> None:
+    database, markers = str(tmp_path / "crash.db"), tmp_path / "markers"
+    options = ("--sleep", "0.08", "--parallel", str(parallel), "--lease", "600")
+    runner = start_runner(database, "crash", COUNT, markers, *options)
+    time.sleep(kill_after)
+    kill_group(runner)
+    killed_at = time.time()
+    runner.wait(timeout=30)
+    time.sleep(0.2)  # let the killed workers disappear
+
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = statuses(database)  # the runner built the tables before it printed "started"
+    for seed, finished in finish_times(markers):
+        if finished < killed_at - 1:
+            status, _, result = stored[seed]
+            assert status == "completed", f"seed {seed} returned {killed_at - finished:.2f} s before the kill"
+            assert pickle.loads(result)["seed"] == seed
+    for seed, (status, _, result) in stored.items():
+        if status == "completed":
+            assert pickle.loads(result)["seed"] == seed
+    completed_before = {seed for seed, (status, _, _) in stored.items() if status == "completed"}
+
+    rerun = start_runner(database, "crash", COUNT, markers, *options)  # a 600 s lease: it must not wait for it
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert f"skipped={len(completed_before)}" in out
+    stored = statuses(database)
+    assert {status for status, _, _ in stored.values()} == {"completed"}
+    assert all(pickle.loads(result)["seed"] == seed for seed, (_, _, result) in stored.items())
+    counts = executions(markers)
+    assert all(counts[seed] == 1 for seed in completed_before), "a completed run was executed again"
+    assert set(counts) == set(range(COUNT))
+
+
+def test_the_kill_points_are_many_and_cover_both_modes() -> None:
+    assert len(KILL_POINTS) >= 20
+    assert {parallel for parallel, _ in KILL_POINTS} == {1, 2}
+
+
+def test_results_are_stored_within_a_second_while_the_batch_still_runs(tmp_path: Path) -> None:
+    database, markers = str(tmp_path / "live.db"), tmp_path / "markers"
+    runner = start_runner(database, "live", 3, markers, "--sleep", "3")
+    try:
+        deadline = time.monotonic() + 30
+        while not finish_times(markers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (seed, finished), *_ = finish_times(markers)
+        time.sleep(max(0.0, finished + 1 - time.time()))
+        assert statuses(database)[seed][0] == "completed"  # while the next 3 s run is still going
+        assert runner.poll() is None
+    finally:
+        kill_group(runner)
+        runner.wait()
+
+
+def test_a_runner_keeps_renewing_its_lease_while_a_long_run_goes_on(tmp_path: Path) -> None:
+    database, markers = str(tmp_path / "lease.db"), tmp_path / "markers"
+    runner = start_runner(database, "lease", 1, markers, "--sleep", "2.5", "--lease", "0.6")
+    try:
+        leases = set()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with sqlite3.connect(database) as connection:
+                row = connection.execute("SELECT status, lease_expires_at FROM runs").fetchone()
+            if row is not None and row[0] == "running":
+                lease = datetime.fromisoformat(row[1])
+                assert lease > datetime.utcnow() - timedelta(seconds=0.3), "the lease lapsed while the run went on"
+                leases.add(lease)
+            time.sleep(0.05)
+        assert len(leases) >= 3  # renewed every 0.2 s
+        assert runner.wait(timeout=30) == 0
+    finally:
+        kill_group(runner)

@@ -1,0 +1,58 @@
+"""Claims whose owner is gone: a dead process on this host, and another host whose lease expired."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import time
+
+from runner_processes import statuses
+from workloads import Square
+
+from smallab_db import ExperimentRunner
+from smallab_db.execution import Outcome
+from smallab_db.specification import hashed
+from smallab_db.store import Owner, utc_now
+
+
+def claim_as(runner: ExperimentRunner, batch: str, owner: Owner, count: int) -> list[int]:
+    """Register seeds 0…count-1 in ``batch`` and claim them all for ``owner``, as its runner would have."""
+    batch_id = runner.store.ensure_batch(batch)
+    runner.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(count)])), rerun_all=False)
+    return [run_id for run_id, _ in runner.store.claim(batch_id, owner, count)]
+
+
+def test_another_host_s_claims_are_reclaimed_after_the_lease_and_its_late_result_refused(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    foreign = Owner(lease_seconds=0.5, host="another-host.example", pid=1)
+    claimed = claim_as(runner, "foreign", foreign, 4)
+    assert len(claimed) == 4
+
+    time.sleep(0.6)  # the foreign lease expires
+    summary = runner.run("foreign", [{"seed": seed} for seed in range(4)], Square(), show_progress=False)
+    assert sorted(spec["seed"] for spec in summary.completed) == [0, 1, 2, 3]
+
+    now = utc_now()
+    late = Outcome(run_id=claimed[0], started_at=now, finished_at=now, result_pickle=pickle.dumps({"square": -1}))
+    assert runner.store.record(foreign, [late]) == [claimed[0]]
+    assert runner.results("foreign")[0] == {"specification": {"seed": 0}, "result": {"square": 0}}
+
+
+def test_a_live_claim_of_another_host_is_left_alone(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    claim_as(runner, "busy", Owner(lease_seconds=600, host="another-host.example", pid=1), 3)
+    summary = runner.run("busy", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
+    assert summary.completed == []
+    assert {status for status, _, _ in statuses(sqlite_path).values()} == {"running"}
+
+
+def test_a_dead_process_on_this_host_is_reclaimed_at_once(sqlite_path: str) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runner = ExperimentRunner(sqlite_path)
+    claim_as(runner, "orphans", Owner(lease_seconds=600, pid=dead.pid), 3)
+    assert {status for status, _, _ in statuses(sqlite_path).values()} == {"running"}
+    summary = runner.run("orphans", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
+    assert sorted(spec["seed"] for spec in summary.completed) == [0, 1, 2]
+    assert [attempts for _, attempts, _ in statuses(sqlite_path).values()] == [2, 2, 2]
