@@ -7,16 +7,18 @@ from smallab_db.errors import (
     ExperimentError,
     ExportError,
     MissingDependencyError,
+    QueryError,
+    RemoteExperimentError,
+    ResultNotStoredError,
     SchemaError,
     SmallabError,
     SpecError,
+    UnreadableResultWarning,
     UsageError,
     WorkerDiedError,
 )
-from smallab_db.execution import RemoteExperimentError
 from smallab_db.experiment import Experiment
 from smallab_db.generators import MultiComputerGenerator, SpecificationGenerator
-from smallab_db.results import UnreadableResultWarning
 from smallab_db.runner import ExperimentRunner, RunSummary
 from smallab_db.specification import specification_hash
 
@@ -42,5 +44,7 @@ __all__ = [
     "RemoteExperimentError",
     "WorkerDiedError",
     "MissingDependencyError",
+    "QueryError",
+    "ResultNotStoredError",
     "UnreadableResultWarning",
 ]

@@ -19,7 +19,9 @@ class Claims:
     """An iterator over ``(run_id, specification)`` of runs claimed for ``owner``, safe across threads.
 
     Runs it hands out stay "in flight" until :meth:`finish`; :meth:`release` returns in-flight and unhanded
-    claims to pending.
+    claims to pending. Before handing out a claimed run it makes sure the claim was confirmed (taken or renewed)
+    within the last two thirds of the lease, so that after a stall (a suspended machine) it never starts a run
+    another runner has reclaimed meanwhile.
     """
 
     def __init__(self, store: RunStore, batch_id: int, owner: Owner, parallelism: int) -> None:
@@ -31,13 +33,17 @@ class Claims:
         self._in_flight: dict[int, dict[str, Any]] = {}
         self._finished = 0
         self._started = time.monotonic()
+        self._confirmed_at = self._started
         self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         while True:
             with self._lock:
+                if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
+                    self._keep_held(self._store.renew_lease(self._owner))
                 if not self._buffer:
                     self._buffer.extend(self._claim_more())
+                    self._confirmed_at = time.monotonic()
                 if not self._buffer:
                     return
                 run_id, specification = self._buffer.popleft()
@@ -55,14 +61,23 @@ class Claims:
         with self._lock:
             return list(self._in_flight.items())
 
-    def release(self) -> int:
-        """Return every unfinished claim to pending; return how many."""
+    def retain(self, held: set[int]) -> None:
+        """Forget claimed runs not handed out yet whose claim was lost (the lease lapsed and another runner took
+        them), so that they are not executed twice."""
         with self._lock:
-            started, unstarted = list(self._in_flight), [run_id for run_id, _ in self._buffer]
+            self._keep_held(held)
+
+    def _keep_held(self, held: set[int]) -> None:
+        self._buffer = deque(pair for pair in self._buffer if pair[0] in held)
+        self._confirmed_at = time.monotonic()
+
+    def release(self) -> None:
+        """Return every unfinished claim to pending."""
+        with self._lock:
+            unstarted = [run_id for run_id, _ in self._buffer]
             self._in_flight.clear()
             self._buffer.clear()
-        self._store.release(self._owner, started, unstarted)
-        return len(started) + len(unstarted)
+        self._store.release(self._owner, unstarted)
 
     def _claim_more(self) -> list[tuple[int, dict[str, Any]]]:
         claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())

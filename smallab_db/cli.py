@@ -13,10 +13,11 @@ import click
 from sqlalchemy.engine import Row
 
 from smallab_db import cli_output, export, importing, migration
-from smallab_db.database import create_engine, describe, resolve_url
+from smallab_db.batches import batch_id_or_error
+from smallab_db.database import describe, resolve_url
 from smallab_db.errors import DatabaseError, SmallabError, UsageError
 from smallab_db.layouts import LAYOUTS
-from smallab_db.results import batch_id_or_error
+from smallab_db.results import duration_seconds
 from smallab_db.schema import STATUSES
 from smallab_db.sql_query import run_read_only_query
 from smallab_db.store import RunStore
@@ -82,7 +83,7 @@ def status(url: str | None) -> None:
 
     Example: smallab-db status results.db
     """
-    with opened(url) as store:
+    with opened(url, "read") as store:
         rows = store.batch_counts()
     if not rows:
         click.echo("no batches yet")
@@ -129,7 +130,7 @@ def runs(url: str | None, batch: str, status_filter: str | None) -> None:
 
     Example: smallab-db runs results.db --batch doubling --status failed
     """
-    with opened(url) as store:
+    with opened(url, "read") as store:
         rows = [_run_line(row) for row in store.iter_run_summaries(batch_id_or_error(store, batch), status_filter)]
     if not rows:
         click.echo(f"no {status_filter or ''} runs in batch {batch!r}".replace("  ", " "))
@@ -149,7 +150,7 @@ def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
 
     Example: smallab-db show results.db 3f2a9c
     """
-    with opened(url) as store:
+    with opened(url, "read") as store:
         batch_id = batch_id_or_error(store, batch) if batch is not None else None
         matches = store.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
     if not matches:
@@ -176,7 +177,7 @@ def export_command(url: str | None, batch: str, folder: Path, layout: str) -> No
 
     Example: smallab-db export results.db --batch doubling --to experiment_runs --layout smallab2
     """
-    with opened(url) as store:
+    with opened(url, "read") as store:
         written = export.export_batch(store, batch, folder, layout)
     click.echo(f"exported batch {batch!r} to {written} ({layout} layout)")
 
@@ -194,7 +195,7 @@ def import_command(folder: Path, batch: str, url: str | None) -> None:
 
     Example: smallab-db import experiment_runs/doubling --batch doubling results.db
     """
-    with opened(url, create=True) as store:
+    with opened(url, "create") as store:
         report = importing.import_tree(store, folder, batch)
     for unreadable in report.unreadable:
         click.echo(f"skipped {unreadable.path}: {unreadable.reason}", err=True)
@@ -213,7 +214,7 @@ def retry(url: str | None, batch: str) -> None:
 
     Example: smallab-db retry results.db --batch doubling
     """
-    with opened(url) as store:
+    with opened(url, "write") as store:
         count = store.requeue_failed(batch_id_or_error(store, batch))
     click.echo(f"{count} failed run(s) of batch {batch!r} are pending again")
 
@@ -228,7 +229,7 @@ def rm(url: str | None, batch: str, yes: bool) -> None:
 
     Example: smallab-db rm results.db --batch doubling --yes
     """
-    with opened(url) as store:
+    with opened(url, "write") as store:
         batch_id = batch_id_or_error(store, batch)
         total = sum(dict(store.batch_counts())[batch].values())
         if not yes:
@@ -238,40 +239,40 @@ def rm(url: str | None, batch: str, yes: bool) -> None:
 
 
 @contextmanager
-def opened(url: str | None, create: bool = False) -> Iterator[RunStore]:
-    """Open the database (upgrading its schema as the runner does) and close it afterwards.
+def opened(url: str | None, mode: str) -> Iterator[RunStore]:
+    """Open the database for a command and close it afterwards.
+
+    Args:
+        url: the URL argument.
+        mode: ``"read"`` changes nothing and needs the current schema; ``"write"`` needs an existing database and
+            upgrades an older SQLite schema, as the runner does; ``"create"`` also creates a new one.
 
     Raises:
-        DatabaseError: a SQLite file that does not exist, unless ``create``.
+        DatabaseError: a SQLite file that does not exist, unless ``mode`` is ``"create"``.
     """
     resolved = resolve_url(url)
-    if not create and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
+    if mode != "create" and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
         raise DatabaseError(
             f"no database at {describe(resolved)!r}: check the path, or create one with "
             f"`smallab-db migrate {describe(resolved)}`"
         )
-    engine = create_engine(resolved)
+    engine = migration.open_engine(resolved, writable=mode != "read")
     try:
-        migration.ensure_schema(engine)
         yield RunStore(engine)
     finally:
         engine.dispose()
 
 
 def _run_line(row: Row[Any]) -> list[Any]:
-    duration = None
-    if row.started_at is not None and row.finished_at is not None:
-        duration = f"{(row.finished_at - row.started_at).total_seconds():.3f}"
+    duration = duration_seconds(row.started_at, row.finished_at)
     specification = " ".join(f"{key}={cli_output.cell_text(value)}" for key, value in row.specification.items())
     if len(specification) > SPECIFICATION_WIDTH:
         specification = specification[: SPECIFICATION_WIDTH - 1] + "…"
-    return [row.spec_hash[:12], row.status, row.attempts, duration, specification]
+    shown_duration = None if duration is None else f"{duration:.3f}"
+    return [row.spec_hash[:12], row.status, row.attempts, shown_duration, specification]
 
 
 def _run_details(row: Row[Any]) -> str:
-    duration = None
-    if row.started_at is not None and row.finished_at is not None:
-        duration = (row.finished_at - row.started_at).total_seconds()
     fields = {
         "run": f"{row.id} of batch {row.batch!r}",
         "hash": row.spec_hash,
@@ -280,7 +281,7 @@ def _run_details(row: Row[Any]) -> str:
         "created_at": row.created_at,
         "started_at": row.started_at,
         "finished_at": row.finished_at,
-        "duration_s": duration,
+        "duration_s": duration_seconds(row.started_at, row.finished_at),
         "host": row.host,
         "pid": row.pid,
         "error_type": row.error_type,

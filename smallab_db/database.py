@@ -127,8 +127,8 @@ def create_engine(url: URL) -> Engine:
 
 
 def create_read_only_engine(url: URL) -> Engine:
-    """Create an engine that cannot change the database: SQLite opened read-only with ``query_only`` on,
-    PostgreSQL with read-only transactions. Nothing is migrated or created.
+    """Create an engine that cannot change the database: SQLite with ``query_only`` on and an authorizer that allows
+    only reading, PostgreSQL with read-only transactions. Nothing is migrated or created.
 
     Raises:
         DatabaseError: the SQLite file does not exist or is not a database, or the URL is unusable.
@@ -138,7 +138,9 @@ def create_read_only_engine(url: URL) -> Engine:
         path = Path(url.database or "")
         if not path.is_file():
             raise DatabaseError(f"no database at {str(path)!r}: check the path, or run a batch there first")
-        location = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        # mode=rw (read-only when the file is write-protected) rather than mode=ro: the last connection to close
+        # then removes the -wal and -shm files; query_only and the authorizer keep every write out.
+        location = f"file:{urllib.parse.quote(str(path))}?mode=rw"
         engine = sqlalchemy.create_engine(
             "sqlite://",
             creator=lambda: sqlite3.connect(location, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000),
@@ -151,6 +153,7 @@ def create_read_only_engine(url: URL) -> Engine:
         raise DatabaseError(f"cannot use database URL {describe(url)!r}: {error}") from error
 
 
+_INTROSPECTION_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
 _READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 
 
@@ -159,9 +162,11 @@ def _make_sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.set_authorizer(_allow_only_reading)
 
 
-def _allow_only_reading(action: int, _arg1: str | None, arg2: str | None, *_: Any) -> int:
-    """SQLite authorizer: reads, and pragmas that only report (no ``= value``), pass; ATTACH and all else fail."""
-    if action in _READ_ACTIONS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
+def _allow_only_reading(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+    """SQLite authorizer: reads, pragmas that only report, and schema introspection pass; ATTACH and all else fail."""
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _INTROSPECTION_PRAGMAS):
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
 

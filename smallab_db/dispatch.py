@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import joblib.parallel
 from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
+from joblib.parallel import ParallelBackendBase
 
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
@@ -28,6 +30,14 @@ def check_parallelism(num_parallel: Any) -> None:
     """Raise :class:`UsageError` unless ``num_parallel`` is a positive int or None (all cores)."""
     if num_parallel is not None and (type(num_parallel) is not int or num_parallel < 1):
         raise UsageError(f"num_parallel must be a positive int, or None for all cores, but got {num_parallel!r}")
+
+
+def check_backend(backend: Any) -> None:
+    """Raise :class:`UsageError` unless ``backend`` is None, a registered joblib backend name, or a backend object."""
+    known = sorted({*joblib.parallel.BACKENDS, *joblib.parallel.EXTERNAL_BACKENDS})
+    if backend is None or isinstance(backend, ParallelBackendBase) or backend in known:
+        return
+    raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
 
 
 def outcomes(main: ExperimentMain, claims: Claims, num_parallel: int | None, backend: str | None) -> Iterator[Outcome]:

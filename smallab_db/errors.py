@@ -37,3 +37,19 @@ class MissingDependencyError(SmallabError, ImportError):
 
 class WorkerDiedError(SmallabError):
     """The worker process running a specification died (crash, ``os._exit``, or killed) instead of returning."""
+
+
+class ResultNotStoredError(SmallabError):
+    """The database refused a run's outcome (for example a result over its size limit); the run is marked failed."""
+
+
+class RemoteExperimentError(SmallabError):
+    """An experiment raised an exception that could not be sent back from its worker; this carries its text."""
+
+
+class QueryError(SmallabError):
+    """A user's SQL statement failed, or tried to write."""
+
+
+class UnreadableResultWarning(UserWarning):
+    """Some stored results could not be unpickled (for example their module was renamed); they were left out."""

@@ -9,16 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from smallab_db.errors import ExperimentError, SmallabError
+from smallab_db.errors import ExperimentError, RemoteExperimentError
 from smallab_db.experiment import ExperimentMain, Specification
 
 
-class RemoteExperimentError(SmallabError):
-    """An experiment raised an exception that could not be sent back from its worker; this carries its text."""
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker process, attached as the ``__cause__`` of the exception."""
+class ExperimentTraceback(Exception):
+    """The traceback of an experiment's exception, kept as text and attached as the exception's ``__cause__``."""
 
     def __str__(self) -> str:
         return f"\n\n{self.args[0]}"
@@ -49,7 +45,7 @@ class Outcome:
         """Return the exception of a failed run, with the worker's traceback attached when it lost its own."""
         assert self.exception is not None, "only a failed outcome has an exception"
         if self.exception.__traceback__ is None and self.exception.__cause__ is None and self.traceback:
-            self.exception.__cause__ = RemoteTraceback(self.traceback)
+            self.exception.__cause__ = ExperimentTraceback(self.traceback)
         return self.exception
 
 
@@ -74,10 +70,7 @@ def execute(main: ExperimentMain, run_id: int, specification: Specification, in_
         try:
             result_pickle = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
-            raise ExperimentError(
-                f"the result of main cannot be pickled ({type(error).__name__}: {error}): "
-                "return only picklable values (numbers, strings, lists, dicts, arrays)"
-            ) from error
+            raise ExperimentError(_unpicklable_result_message(error)) from error
     except (Exception, SystemExit) as error:
         return failure(run_id, started_at, error, in_worker)
     return Outcome(
@@ -93,16 +86,23 @@ def execute(main: ExperimentMain, run_id: int, specification: Specification, in_
 def result_json_text(result: dict[str, Any]) -> str | None:
     """Return the result as JSON text when it is JSON-serialisable (what ``result_json`` stores), else None."""
     try:
-        return json.dumps(result, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate in a string serialises, but no database can store it
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return None
+    return text
 
 
 def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:
-    """Return the outcome of a run that raised ``error``, with its type, message and traceback."""
+    """Return the outcome of a run that raised ``error``, with its type, message and traceback.
+
+    The traceback is kept as text and dropped from the exception, so that the frames of ``main`` and their locals
+    are not kept alive until the batch ends (:meth:`Outcome.raised` attaches the text again).
+    """
     error_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
-    message = str(error)
-    text = "".join(traceback.format_exception(error))
+    message = _storable(str(error))
+    text = _storable("".join(traceback.format_exception(error)))
+    _drop_tracebacks(error)
     if in_worker and not _survives_pickling(error):
         error = RemoteExperimentError(f"{error_type}: {message}")
     return Outcome(
@@ -114,6 +114,34 @@ def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: 
         traceback=text,
         exception=error,
     )
+
+
+def _unpicklable_result_message(error: Exception) -> str:
+    if "__main__" in str(error):
+        return (
+            f"the result of main cannot be pickled in a worker process ({type(error).__name__}: {error}): it holds "
+            "an object of a class defined in your script (__main__); move that class into a module, or run with "
+            "num_parallel=1"
+        )
+    return (
+        f"the result of main cannot be pickled ({type(error).__name__}: {error}): "
+        "return only picklable values (numbers, strings, lists, dicts, arrays)"
+    )
+
+
+def _storable(text: str) -> str:
+    """Text a database can store: PostgreSQL's text cannot hold NUL characters."""
+    return text.replace("\x00", "\\x00")
+
+
+def _drop_tracebacks(error: BaseException | None, seen: set[int] | None = None) -> None:
+    seen = set() if seen is None else seen
+    if error is None or id(error) in seen:
+        return
+    seen.add(id(error))
+    error.__traceback__ = None
+    _drop_tracebacks(error.__cause__, seen)
+    _drop_tracebacks(error.__context__, seen)
 
 
 def _survives_pickling(error: BaseException) -> bool:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from smallab_db.batches import batch_id_or_error
 from smallab_db.errors import ExportError
 from smallab_db.layouts import layout_named
 from smallab_db.layouts.records import StoredRun
-from smallab_db.results import batch_id_or_error
+from smallab_db.results import Unpickler
 from smallab_db.schema import COMPLETED, FAILED
 from smallab_db.store import RunStore
 
@@ -20,6 +20,7 @@ def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed")
 
     Every file is written atomically and only when its content changed; run folders of runs that are no longer
     completed are removed. Results are unpickled to be written again: do not export a database you do not trust.
+    A result that no longer unpickles is left out and named in an :class:`UnreadableResultWarning`.
 
     Raises:
         UsageError: there is no batch ``name``, or no layout ``layout``.
@@ -30,16 +31,20 @@ def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed")
     if name in (".", "..") or any(character in name for character in "/\\\0"):
         raise ExportError(f"batch name {name!r} cannot be a folder name: it holds a path separator or is . or ..")
     batch_folder = folder / name
+    unpickler = Unpickler(name)
     try:
-        writer.export_batch(batch_folder, _completed(store, batch_id), _failed(store, batch_id))
+        writer.export_batch(batch_folder, _completed(store, batch_id, unpickler), _failed(store, batch_id))
     except OSError as error:
         raise ExportError(f"cannot export batch {name!r} to {str(batch_folder)!r}: {error}") from error
+    unpickler.warn()
     return batch_folder
 
 
-def _completed(store: RunStore, batch_id: int) -> Iterator[StoredRun]:
+def _completed(store: RunStore, batch_id: int, unpickler: Unpickler) -> Iterator[StoredRun]:
     for row in store.iter_runs(batch_id, COMPLETED):
-        yield StoredRun(row.spec_hash, row.specification, pickle.loads(row.result), row.result_json is not None)
+        readable, result = unpickler.load(row.result, row.id, row.spec_hash)
+        if readable:
+            yield StoredRun(row.spec_hash, row.specification, result, row.result_json is not None)
 
 
 def _failed(store: RunStore, batch_id: int) -> Iterator[dict[str, Any]]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import TYPE_CHECKING, Any
 
+from smallab_db.batches import batch_id_or_error
 from smallab_db.errors import MissingDependencyError
-from smallab_db.results import batch_id_or_error
+from smallab_db.results import Unpickler, duration_seconds
 from smallab_db.store import RunStore
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ def load_dataframe(store: RunStore, name: str) -> pandas.DataFrame:
     """Return one row per run of batch ``name``, indexed by run id.
 
     Columns: ``spec.<key>`` and ``result.<key>`` (nested dict keys joined with dots), then ``status``,
-    ``duration_s``, ``attempts``, ``spec_hash`` and ``error_type``. A result that is not JSON is unpickled.
+    ``duration_s``, ``attempts``, ``spec_hash`` and ``error_type``. A result that is not JSON is unpickled; one that
+    no longer unpickles leaves its result columns empty and is named in an :class:`UnreadableResultWarning`.
 
     Raises:
         MissingDependencyError: pandas is not installed.
@@ -32,26 +33,27 @@ def load_dataframe(store: RunStore, name: str) -> pandas.DataFrame:
             "runner.dataframe() needs pandas, which is not installed: pip install 'smallab-db[pandas]'"
         ) from error
     batch_id = batch_id_or_error(store, name)
+    unpickler = Unpickler(name)
     index: list[int] = []
     records: list[dict[str, Any]] = []
     for row in store.iter_run_summaries(batch_id):
         record: dict[str, Any] = {}
         _flatten("spec", row.specification, record)
-        result = row.result_json if row.result_pickle is None else pickle.loads(row.result_pickle)
+        result = row.result_json
+        if row.result_pickle is not None:
+            _, result = unpickler.load(row.result_pickle, row.id, row.spec_hash)
         if result is not None:
             _flatten("result", result, record)
-        duration = None
-        if row.started_at is not None and row.finished_at is not None:
-            duration = (row.finished_at - row.started_at).total_seconds()
         record.update(
             status=row.status,
-            duration_s=duration,
+            duration_s=duration_seconds(row.started_at, row.finished_at),
             attempts=row.attempts,
             spec_hash=row.spec_hash,
             error_type=row.error_type,
         )
         index.append(row.id)
         records.append(record)
+    unpickler.warn()
     frame = pandas.DataFrame.from_records(records, index=pandas.Index(index, name="run_id"))
     data_columns = sorted(
         (column for column in frame.columns if column not in RUN_COLUMNS),

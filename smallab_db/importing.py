@@ -9,6 +9,7 @@ from itertools import islice
 from pathlib import Path
 from types import ModuleType
 
+from smallab_db.batches import check_batch_name
 from smallab_db.errors import SpecError, UsageError
 from smallab_db.execution import result_json_text
 from smallab_db.layouts import LAYOUTS
@@ -52,6 +53,7 @@ def import_tree(store: RunStore, batch_folder: Path, name: str) -> ImportReport:
     A file that cannot be read, or whose specification is not a JSON object, is reported and skipped. Results are
     unpickled to be stored: import only trees you trust.
     """
+    check_batch_name(name)
     layout = detect_layout(batch_folder)
     report = ImportReport(layout=layout.NAME)
     batch_id = store.ensure_batch(name)

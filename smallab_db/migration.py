@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -14,11 +16,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from smallab_db.database import create_engine, describe, read_only
+from smallab_db.database import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    create_read_only_engine,
+    describe,
+    read_only,
+)
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.schema import VERSION_TABLE
+
+T = TypeVar("T")
 
 # An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrations.
 _POSTGRES_MIGRATION_LOCK = 0x5A11AB
@@ -88,12 +98,16 @@ def upgrade(engine: Engine) -> str:
         DatabaseError: the database cannot be read or written.
     """
     url = engine.url
-    try:
+
+    def upgrade_under_lock() -> None:
         with migration_transaction(engine) as connection:
             revision = current_revision(connection)
             _refuse_unknown(revision, url)
             if revision != head_revision():
                 command.upgrade(alembic_config(connection), "head")
+
+    try:
+        retry_while_locked(upgrade_under_lock)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot migrate {describe(url)}: {getattr(error, 'orig', None) or error}") from error
     return head_revision()
@@ -116,9 +130,13 @@ def ensure_schema(engine: Engine) -> None:
         DatabaseError: the database cannot be read.
     """
     url = engine.url
-    try:
+
+    def read_revision() -> str | None:
         with read_only(engine.connect()) as connection, connection.begin():
-            revision = current_revision(connection)
+            return current_revision(connection)
+
+    try:
+        revision = retry_while_locked(read_revision)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot open {describe(url)}: {getattr(error, 'orig', None) or error}") from error
     if revision == head_revision():
@@ -132,9 +150,67 @@ def ensure_schema(engine: Engine) -> None:
     upgrade(engine)
 
 
+def retry_while_locked(operation: Callable[[], T]) -> T:
+    """Run ``operation``, again after a pause while SQLite says the database is locked, for up to two minutes.
+
+    SQLite's busy timeout covers most waits, but not all: while several processes open a brand-new file at once
+    (one switching it to WAL, another building the schema), a read can be refused at once.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            return operation()
+        except OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
 def _refuse_unknown(revision: str | None, url: URL) -> None:
     if revision is not None and not is_known_revision(revision):
         raise SchemaError(
             f"database schema of {describe(url)} is at revision {revision}, which is newer than this smallab-db "
             f"(which knows up to {head_revision()}); it was left untouched: upgrade smallab-db to open it"
         )
+
+
+def open_engine(url: URL, writable: bool) -> Engine:
+    """Open the database at ``url``.
+
+    Writable: build a new schema or upgrade an older SQLite one (see :func:`ensure_schema`). Read-only: nothing is
+    created or changed, and the schema must be the one this smallab-db uses.
+
+    Raises:
+        SchemaError: the schema is not usable as it is.
+        DatabaseError: the database cannot be opened.
+    """
+    if writable:
+        engine = create_engine(url)
+        try:
+            ensure_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return engine
+    engine = create_read_only_engine(url)
+
+    def read_revision() -> str | None:
+        with engine.connect() as connection:
+            return current_revision(connection)
+
+    try:
+        revision = retry_while_locked(read_revision)
+    except SQLAlchemyError as error:
+        engine.dispose()
+        raise DatabaseError(f"cannot open {describe(url)}: {getattr(error, 'orig', None) or error}") from error
+    if revision != head_revision():
+        engine.dispose()
+        _refuse_unknown(revision, url)
+        missing = "has no smallab-db schema" if revision is None else f"has schema revision {revision}"
+        raise SchemaError(
+            f"database {describe(url)} {missing} but this smallab-db needs {head_revision()}: "
+            f"run `smallab-db migrate {describe(url)}`"
+        )
+    return engine

@@ -1,56 +1,69 @@
-"""Reading stored results back into Python objects."""
+"""Reading stored results back into Python objects; results that no longer unpickle are reported, not fatal."""
 
 from __future__ import annotations
 
 import pickle
 import warnings
+from datetime import datetime
 from typing import Any
 
-from smallab_db.errors import UsageError
+from smallab_db.batches import batch_id_or_error
+from smallab_db.errors import UnreadableResultWarning, UsageError
 from smallab_db.schema import STATUSES
 from smallab_db.store import RunStore
 
 
-class UnreadableResultWarning(UserWarning):
-    """Some stored results could not be unpickled (for example their module was renamed); they were left out."""
+class Unpickler:
+    """Unpickles results of one batch, remembering which ones failed and why, to warn about them once."""
 
+    def __init__(self, batch: str) -> None:
+        self.batch = batch
+        self.unreadable: list[str] = []
 
-def batch_id_or_error(store: RunStore, name: str) -> int:
-    """Return the id of batch ``name``.
+    def load(self, blob: bytes, run_id: int, spec_hash: str) -> tuple[bool, Any]:
+        """Return ``(True, result)``, or ``(False, None)`` when the blob does not unpickle."""
+        try:
+            return True, pickle.loads(blob)
+        except Exception as error:  # any reason: a renamed module, a truncated blob, a failing __setstate__
+            self.unreadable.append(f"run {run_id} ({spec_hash[:12]}): {type(error).__name__}: {error}")
+            return False, None
 
-    Raises:
-        UsageError: there is no such batch; the message lists the batches there are.
-    """
-    batch_id = store.find_batch(name)
-    if batch_id is None:
-        names = [batch for batch, _ in store.batch_counts()]
-        raise UsageError(f"no batch named {name!r} in this database; its batches are: {names or 'none'}")
-    return batch_id
+    def warn(self, stacklevel: int = 3) -> None:
+        """Emit one :class:`UnreadableResultWarning` naming every result that did not unpickle, if any."""
+        if self.unreadable:
+            warnings.warn(
+                f"{len(self.unreadable)} result(s) of batch {self.batch!r} could not be unpickled and were left out "
+                "(is the module that defined them installed under the same name?): " + "; ".join(self.unreadable[:20]),
+                UnreadableResultWarning,
+                stacklevel=stacklevel + 1,
+            )
 
 
 def load_results(store: RunStore, name: str, status: str | None) -> list[dict[str, Any]]:
     """Return ``[{"specification": ..., "result": ...}]`` of batch ``name``'s runs with ``status`` (None: all).
 
     A result that does not unpickle is left out and named in an :class:`UnreadableResultWarning`.
+
+    Raises:
+        UsageError: there is no batch ``name``, or ``status`` is not a status.
     """
     if status is not None and status not in STATUSES:
         raise UsageError(f"status must be one of {STATUSES} or None, but got {status!r}")
+    unpickler = Unpickler(name)
     loaded: list[dict[str, Any]] = []
-    unreadable: list[str] = []
     for row in store.iter_runs(batch_id_or_error(store, name), status):
         result = None
         if row.result is not None:
-            try:
-                result = pickle.loads(row.result)
-            except Exception as error:
-                unreadable.append(f"run {row.id} ({row.spec_hash[:12]}): {type(error).__name__}: {error}")
+            readable, result = unpickler.load(row.result, row.id, row.spec_hash)
+            if not readable:
                 continue
         loaded.append({"specification": row.specification, "result": result})
-    if unreadable:
-        warnings.warn(
-            f"{len(unreadable)} result(s) of batch {name!r} could not be unpickled and were left out "
-            f"(is the module that defined them installed under the same name?): {'; '.join(unreadable[:20])}",
-            UnreadableResultWarning,
-            stacklevel=3,
-        )
+    unpickler.warn()
     return loaded
+
+
+def duration_seconds(started_at: datetime | None, finished_at: datetime | None) -> float | None:
+    """Return how long a run took, or None when it has not finished."""
+    if started_at is None or finished_at is None:
+        return None
+    return (finished_at - started_at).total_seconds()

@@ -16,8 +16,9 @@ from sqlalchemy.engine import URL
 from tqdm import tqdm
 
 from smallab_db import dispatch, export, frames, importing, migration, specification
+from smallab_db.batches import check_batch_name
 from smallab_db.claims import Claims
-from smallab_db.database import create_engine, resolve_url
+from smallab_db.database import resolve_url
 from smallab_db.errors import UsageError
 from smallab_db.execution import Outcome
 from smallab_db.experiment import Experiment, ExperimentMain, Specification, experiment_main
@@ -51,12 +52,19 @@ def print_failure(exception: BaseException, specification: Specification) -> Non
 
 @dataclass
 class RunSummary:
-    """What one call of :meth:`ExperimentRunner.run` did."""
+    """What one call of :meth:`ExperimentRunner.run` did.
+
+    ``completed`` and ``failed`` hold the specifications this call ran and stored, ``exceptions`` the failures'
+    exceptions in the order of ``failed``, ``skipped`` how many given specifications were already completed, and
+    ``not_stored`` the runs this call executed but whose claim another runner had taken over (its lease had lapsed),
+    so that runner's outcome counts.
+    """
 
     completed: list[Specification] = field(default_factory=list)
     failed: list[Specification] = field(default_factory=list)
     exceptions: list[BaseException] = field(default_factory=list)
     skipped: int = 0
+    not_stored: list[Specification] = field(default_factory=list)  # another runner took over their claim
 
 
 class ExperimentRunner:
@@ -77,8 +85,7 @@ class ExperimentRunner:
         if not lease_seconds > 0:
             raise UsageError(f"lease_seconds must be a positive number of seconds, but got {lease_seconds!r}")
         self.url = resolve_url(database)
-        self.engine = create_engine(self.url)
-        migration.ensure_schema(self.engine)
+        self.engine = migration.open_engine(self.url, writable=True)
         self.store = RunStore(self.engine)
         self.lease_seconds = lease_seconds
         self.experiment_folder = Path("experiment_runs")
@@ -137,8 +144,11 @@ class ExperimentRunner:
             ExperimentError: ``experiment`` cannot be run.
             DatabaseError: the database failed.
         """
-        _check_batch_name(name)
+        check_batch_name(name)
         dispatch.check_parallelism(num_parallel)
+        dispatch.check_backend(backend)
+        if not isinstance(continue_from_last_run, bool):
+            raise UsageError(f"continue_from_last_run must be True or False, but got {continue_from_last_run!r}")
         main = experiment_main(experiment)
         validated = specification.validate_all(specifications)
         batch_id = self.store.ensure_batch(name)
@@ -150,26 +160,32 @@ class ExperimentRunner:
         progress = tqdm(
             total=self.store.count(batch_id, PENDING), desc=name, unit="run", disable=not show_progress, leave=True
         )
-        recorder = Recorder(self.store, owner)
+        recorder = Recorder(self.store, owner, on_renewal=claims.retain)
+        outcomes = dispatch.outcomes(main, claims, num_parallel, backend)
+        interrupted = False
         try:
-            for outcome in dispatch.outcomes(main, claims, num_parallel, backend):
+            for outcome in outcomes:
                 recorder.submit(outcome)
                 self._finished(outcome, claims.finish(outcome.run_id), summary, hooks)
                 progress.update()
                 progress.set_postfix_str(f"completed={len(summary.completed)} failed={len(summary.failed)}", False)
-        except BaseException as error:
-            _stop(recorder, claims)
-            if isinstance(error, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            outcomes.close()  # stops joblib's workers when leaving early
+            progress.close()
+            try:
+                recorder.close()
+            finally:
+                claims.release()
+            if interrupted:
                 print(
                     f"smallab-db: interrupted; {len(summary.completed)} completed and {len(summary.failed)} failed "
                     "runs are stored, unfinished runs are pending again",
                     file=sys.stderr,
                 )
-            raise
-        finally:
-            progress.close()
-        recorder.close()
-        claims.release()
+        self._account_for_unstored(recorder, summary)
         hooks.call(self._on_batch_complete, summary.completed)
         if summary.failed:
             hooks.call(self._on_batch_failure, summary.exceptions, summary.failed)
@@ -179,8 +195,27 @@ class ExperimentRunner:
         skipped = 0
         hashed = specification.hashed(validated)
         while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
-            skipped += self.store.register(batch_id, chunk, rerun_all).skipped
+            skipped += self.store.register(batch_id, chunk, rerun_all)
         return skipped
+
+    def _account_for_unstored(self, recorder: Recorder, summary: RunSummary) -> None:
+        """Correct the summary for outcomes the database refused or stored as failures instead."""
+        ids = [*recorder.refused, *recorder.stored_as_failure]
+        if not ids:
+            return
+        specification_of = self.store.specifications_of(ids)
+        for run_id in ids:
+            spec = specification_of[run_id]
+            if spec in summary.completed:
+                summary.completed.remove(spec)
+            elif spec in summary.failed:
+                position = summary.failed.index(spec)
+                del summary.failed[position], summary.exceptions[position]
+            if run_id in recorder.stored_as_failure:
+                summary.failed.append(spec)
+                summary.exceptions.append(recorder.stored_as_failure[run_id])
+            else:
+                summary.not_stored.append(spec)
 
     def _finished(self, outcome: Outcome, spec: Specification, summary: RunSummary, hooks: HookCaller) -> None:
         if outcome.failed:
@@ -196,6 +231,7 @@ class ExperimentRunner:
                 assert outcome.result_pickle is not None
                 result = pickle.loads(outcome.result_pickle)
             hooks.call(self._on_specification_complete, spec, result)
+            outcome.result = None  # the recorder needs only the pickle
 
     # -- reading back --------------------------------------------------------------------------------------------
 
@@ -248,16 +284,3 @@ class ExperimentRunner:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-def _check_batch_name(name: Any) -> None:
-    if not isinstance(name, str) or not name.strip() or len(name) > 255:
-        raise UsageError(f"the batch name must be a non-empty string of at most 255 characters, but got {name!r}")
-
-
-def _stop(recorder: Recorder, claims: Claims) -> None:
-    """Store what finished and return unfinished claims to pending, after an interruption or an error."""
-    try:
-        recorder.close()
-    finally:
-        claims.release()

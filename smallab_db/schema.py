@@ -17,7 +17,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 VERSION_TABLE = "smallab_db_version"
 
@@ -27,7 +26,8 @@ COMPLETED = "completed"
 FAILED = "failed"
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
 
-JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# PostgreSQL's json (not jsonb) keeps the text as given: 1e16 stays a float, and "\u0000" is allowed.
+JSONDocument = JSON(none_as_null=True)
 
 metadata = MetaData(
     naming_convention={
@@ -45,6 +45,7 @@ batches = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("hash_scheme", String(64), nullable=False),
 )
 
 runs = Table(
@@ -62,6 +63,7 @@ runs = Table(
     Column("host", String(255)),
     Column("pid", Integer),
     Column("claim_token", String(32)),
+    Column("claim_node", String(255)),
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("error_type", String(255)),
     Column("error_message", Text),

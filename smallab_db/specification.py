@@ -92,6 +92,8 @@ def _first_problem(value: Any, path: str) -> tuple[str, str] | None:
         for key, item in value.items():
             if type(key) is not str:
                 return path, f"key {key!r} is a {type(key).__name__}; JSON keys must be strings"
+            if not _is_utf8(key):
+                return path, f"key {key!r} holds a lone surrogate, which UTF-8 cannot encode"
             problem = _first_problem(item, f"{path}.{key}" if path else key)
             if problem is not None:
                 return problem
@@ -104,7 +106,19 @@ def _first_problem(value: Any, path: str) -> tuple[str, str] | None:
         return None
     if kind is float and not math.isfinite(value):
         return path, f"{value!r} is not a finite number; JSON has no NaN or infinity"
+    if kind is str and not _is_utf8(value):
+        return path, f"{value!r:.80} holds a lone surrogate (an undecodable file name?), which UTF-8 cannot encode"
     if kind in _SCALARS:
         return None
     hint = " (use a list)" if kind in (tuple, set, frozenset) else ""
     return path, f"{value!r:.80} is a {kind.__name__}, which JSON cannot hold unchanged{hint}"
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

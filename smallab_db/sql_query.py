@@ -9,11 +9,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import create_read_only_engine
-from smallab_db.errors import SmallabError
-
-
-class QueryError(SmallabError):
-    """A user's SQL statement failed, or tried to write."""
+from smallab_db.errors import QueryError
 
 
 @dataclass(frozen=True)

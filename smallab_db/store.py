@@ -1,4 +1,4 @@
-"""The one module that reads and writes rows: batches, pending runs, claims, leases and outcomes."""
+"""The one module that writes rows: batches, pending runs, claims, leases and outcomes."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine
 
-from smallab_db.database import JSONText, describe, read_only
-from smallab_db.errors import DatabaseError
+from smallab_db import liveness
+from smallab_db.database import JSONText
+from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.execution import Outcome
+from smallab_db.queries import RunQueries
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, runs
-
-# Tokens of the runners alive in this process: a same-host row with this pid and another token is abandoned.
-_LIVE_TOKENS: set[str] = set()
+from smallab_db.specification import HASH_SCHEME
 
 
 def utc_now() -> datetime:
@@ -32,16 +31,13 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Owner:
-    """Who holds a claim: host and pid for a quick liveness check, a token that only this runner knows."""
+    """Who holds a claim: host, node and pid for a quick liveness check, a token that only this runner knows."""
 
     lease_seconds: float
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def lease_end(self) -> datetime:
-        """Return when a lease taken or renewed now expires."""
-        return utc_now() + timedelta(seconds=self.lease_seconds)
+    node: str = field(default_factory=liveness.this_node)
 
 
 @dataclass(frozen=True)
@@ -54,18 +50,12 @@ class ImportedRun:
     result_json: str | None
 
 
-@dataclass(frozen=True)
-class Registration:
-    """What registering a list of specifications found."""
-
-    skipped: int
-
-
-class RunStore:
-    """All SQL of smallab-db, over one engine. Methods are safe to call from several threads."""
+class RunStore(RunQueries):
+    """The one place that writes rows (and, through :class:`RunQueries`, reads them), over one engine. Methods
+    are safe to call from several threads."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self._record = (
             update(runs)
             .where(
@@ -90,35 +80,26 @@ class RunStore:
     # -- batches -------------------------------------------------------------------------------------------------
 
     def ensure_batch(self, name: str) -> int:
-        """Return the id of the batch called ``name``, creating it if needed."""
+        """Return the id of the batch called ``name``, creating it if needed.
+
+        Raises:
+            SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
+        """
+        new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
         with self._writing() as connection:
-            connection.execute(self._insert_ignoring_duplicates(batches, {"name": name, "created_at": utc_now()}))
-            return connection.execute(select(batches.c.id).where(batches.c.name == name)).scalar_one()
-
-    def find_batch(self, name: str) -> int | None:
-        """Return the id of the batch called ``name``, or None."""
-        with self._reading() as connection:
-            return connection.execute(select(batches.c.id).where(batches.c.name == name)).scalar_one_or_none()
-
-    def batch_counts(self) -> list[tuple[str, dict[str, int]]]:
-        """Return each batch's name with its number of runs per status, in creation order."""
-        query = (
-            select(batches.c.name, runs.c.status, func.count(runs.c.id))
-            .select_from(batches.outerjoin(runs))
-            .group_by(batches.c.id, batches.c.name, runs.c.status)
-            .order_by(batches.c.id)
-        )
-        counts: dict[str, dict[str, int]] = {}
-        with self._reading() as connection:
-            for name, status, count in connection.execute(query):
-                per_status = counts.setdefault(name, {})
-                if status is not None:
-                    per_status[status] = count
-        return list(counts.items())
+            connection.execute(self._insert_ignoring_duplicates(batches, new))
+            query = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
+            batch_id, scheme = connection.execute(query).one()
+        if scheme != HASH_SCHEME:
+            raise SchemaError(
+                f"batch {name!r} hashes specifications with {scheme!r} but this smallab-db uses {HASH_SCHEME!r}: "
+                "use the smallab-db version that created it, or a new batch name"
+            )
+        return batch_id
 
     # -- registering specifications ------------------------------------------------------------------------------
 
-    def register(self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool) -> Registration:
+    def register(self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool) -> int:
         """Insert missing specifications as pending and queue finished ones again as asked.
 
         Args:
@@ -155,10 +136,10 @@ class RunStore:
             ]
             if missing:
                 connection.execute(self._insert_ignoring_duplicates(runs), missing)
-            if requeue_ids:
-                connection.execute(update(runs).where(runs.c.id.in_(requeue_ids)).values(status=PENDING))
-        skipped = 0 if rerun_all else sum(status == COMPLETED for status in status_of.values())
-        return Registration(skipped=skipped)
+            if requeue_ids:  # the status condition: another runner may have claimed one since the read
+                requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
+                connection.execute(requeue.values(status=PENDING))
+        return 0 if rerun_all else sum(status == COMPLETED for status in status_of.values())
 
     def import_completed(self, batch_id: int, found: Sequence[ImportedRun]) -> int:
         """Store runs found elsewhere as completed, unless the batch already has them completed or running.
@@ -226,12 +207,6 @@ class RunStore:
             connection.execute(delete(batches).where(batches.c.id == batch_id))
             return deleted
 
-    def count(self, batch_id: int, status: str) -> int:
-        """Return how many runs of the batch have ``status``."""
-        with self._reading() as connection:
-            query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status == status)
-            return connection.execute(query).scalar_one()
-
     # -- claims --------------------------------------------------------------------------------------------------
 
     def claim(self, batch_id: int, owner: Owner, limit: int) -> list[tuple[int, dict[str, Any]]]:
@@ -256,41 +231,50 @@ class RunStore:
                 host=owner.host,
                 pid=owner.pid,
                 claim_token=owner.token,
-                lease_expires_at=owner.lease_end(),
+                claim_node=owner.node,
+                lease_expires_at=self._lease_end(owner),
                 started_at=utc_now(),
                 finished_at=None,
             )
             .returning(runs.c.id, runs.c.specification)
         )
-        _LIVE_TOKENS.add(owner.token)
+        liveness.hold(owner.token)
         with self._writing() as connection:
             claimed = [(row.id, row.specification) for row in connection.execute(statement)]
         claimed.sort(key=lambda pair: pair[0])
         return claimed
 
-    def renew_lease(self, owner: Owner) -> None:
-        """Push back the lease of every run ``owner`` still holds."""
+    def renew_lease(self, owner: Owner) -> set[int]:
+        """Push back the lease of every run ``owner`` still holds; return their ids (a lost claim is missing)."""
         with self._writing() as connection:
-            connection.execute(
+            renewed = connection.execute(
                 update(runs)
                 .where(runs.c.claim_token == owner.token, runs.c.status == RUNNING)
-                .values(lease_expires_at=owner.lease_end())
+                .values(lease_expires_at=self._lease_end(owner))
+                .returning(runs.c.id)
             )
+            return set(renewed.scalars())
 
     def reclaim_abandoned(self, batch_id: int, owner: Owner) -> int:
         """Return to pending the batch's running runs whose owner is gone; return how many.
 
-        An owner is gone when its lease has expired, or when it ran on this host and its process no longer exists
+        An owner is gone when its lease has expired, or when it ran on this node and its process no longer exists
         (or is this process, under a token no live runner here holds).
         """
         running_here = (
             select(runs.c.pid, runs.c.claim_token)
             .distinct()
-            .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, runs.c.host == owner.host)
+            .where(
+                runs.c.batch_id == batch_id,
+                runs.c.status == RUNNING,
+                runs.c.host == owner.host,
+                runs.c.claim_node == owner.node,
+            )
         )
         with self._writing() as connection:
-            dead_tokens = [token for pid, token in connection.execute(running_here) if not _owner_alive(pid, token)]
-            abandoned = or_(runs.c.lease_expires_at < utc_now(), runs.c.claim_token.in_(dead_tokens))
+            running = connection.execute(running_here)
+            dead_tokens = [token for pid, token in running if not liveness.owner_alive(pid, token)]
+            abandoned = or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
             result = connection.execute(
                 update(runs)
                 .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned)
@@ -298,18 +282,28 @@ class RunStore:
             )
             return result.rowcount
 
-    def release(self, owner: Owner, started: Sequence[int], unstarted: Sequence[int]) -> None:
-        """Return ``owner``'s unfinished claims to pending; executions that never started are not counted."""
+    def release(self, owner: Owner, unstarted: Sequence[int]) -> None:
+        """Return every unfinished claim of ``owner`` to pending; the ``unstarted`` ones are not counted as executed."""
         released = {"status": PENDING, "claim_token": None, "lease_expires_at": None}
         held = (runs.c.claim_token == owner.token) & (runs.c.status == RUNNING)
-        with self._writing() as connection:
-            if started:
-                connection.execute(update(runs).where(held, runs.c.id.in_(started)).values(**released))
-            if unstarted:
-                connection.execute(
-                    update(runs).where(held, runs.c.id.in_(unstarted)).values(attempts=runs.c.attempts - 1, **released)
-                )
-        _LIVE_TOKENS.discard(owner.token)
+        try:
+            with self._writing() as connection:
+                if unstarted:
+                    connection.execute(
+                        update(runs)
+                        .where(held, runs.c.id.in_(unstarted))
+                        .values(attempts=runs.c.attempts - 1, **released)
+                    )
+                connection.execute(update(runs).where(held).values(**released))
+        finally:
+            liveness.let_go(owner.token)
+
+    def _now(self) -> Any:
+        """The time leases are compared with: the server's clock on PostgreSQL, shared by every host."""
+        return func.now() if self.engine.dialect.name == "postgresql" else utc_now()
+
+    def _lease_end(self, owner: Owner) -> Any:
+        return self._now() + timedelta(seconds=owner.lease_seconds)
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
@@ -347,54 +341,6 @@ class RunStore:
             )
             return list(connection.execute(refused).scalars())
 
-    # -- reading results -----------------------------------------------------------------------------------------
-
-    def iter_runs(self, batch_id: int, status: str | None = COMPLETED, chunk: int = 1000) -> Iterator[Row[Any]]:
-        """Yield the batch's runs (all columns) in id order, ``chunk`` rows at a time."""
-        query = select(runs).where(runs.c.batch_id == batch_id).order_by(runs.c.id)
-        if status is not None:
-            query = query.where(runs.c.status == status)
-        with self._reading() as connection:
-            yield from connection.execution_options(yield_per=chunk).execute(query)
-
-    def iter_run_summaries(self, batch_id: int, status: str | None = None, chunk: int = 5000) -> Iterator[Row[Any]]:
-        """Yield the batch's runs (with ``status``, if given) without the traceback; ``result_pickle`` only where
-        the result is not JSON."""
-        query = (
-            select(
-                runs.c.id,
-                runs.c.spec_hash,
-                runs.c.specification,
-                runs.c.status,
-                runs.c.attempts,
-                runs.c.started_at,
-                runs.c.finished_at,
-                runs.c.error_type,
-                runs.c.result_json,
-                case((runs.c.result_json.is_(None), runs.c.result), else_=None).label("result_pickle"),
-            )
-            .where(runs.c.batch_id == batch_id)
-            .order_by(runs.c.id)
-        )
-        if status is not None:
-            query = query.where(runs.c.status == status)
-        with self._reading() as connection:
-            yield from connection.execution_options(yield_per=chunk).execute(query)
-
-    def runs_with_hash_prefix(self, prefix: str, batch_id: int | None, limit: int) -> list[Row[Any]]:
-        """Return up to ``limit`` runs whose hash starts with ``prefix``: all columns, plus ``batch``, its name."""
-        query = (
-            select(runs, batches.c.name.label("batch"))
-            .join(batches, batches.c.id == runs.c.batch_id)
-            .where(runs.c.spec_hash.startswith(prefix.lower(), autoescape=True))
-            .order_by(runs.c.id)
-            .limit(limit)
-        )
-        if batch_id is not None:
-            query = query.where(runs.c.batch_id == batch_id)
-        with self._reading() as connection:
-            return list(connection.execute(query))
-
     # -- transactions --------------------------------------------------------------------------------------------
 
     @contextmanager
@@ -402,20 +348,6 @@ class RunStore:
         """A transaction that takes the write lock at once (``BEGIN IMMEDIATE`` on SQLite)."""
         with self._translated_errors(), self.engine.begin() as connection:
             yield connection
-
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A transaction that only reads, so on SQLite it does not wait for writers."""
-        with self._translated_errors(), read_only(self.engine.connect()) as connection, connection.begin():
-            yield connection
-
-    @contextmanager
-    def _translated_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except SQLAlchemyError as error:
-            reason = getattr(error, "orig", None) or error
-            raise DatabaseError(f"database {describe(self.engine.url)} failed: {reason}") from error
 
     def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
         dialect = self.engine.dialect.name
@@ -432,17 +364,3 @@ class RunStore:
 
 def _json_text(text: str | None) -> JSONText | None:
     return None if text is None else JSONText(text)
-
-
-def _owner_alive(pid: int | None, token: str | None) -> bool:
-    if pid is None:
-        return False
-    if pid == os.getpid():
-        return token in _LIVE_TOKENS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

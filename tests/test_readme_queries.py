@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +49,11 @@ NAMES = sorted({name for name, _ in QUERIES})
 
 
 def doubling(specification: dict[str, Any]) -> dict[str, Any]:
-    """The README's experiment, with one failure: ``seed * 2 + size / 100``, ValueError for seed 3 with size 20."""
+    """The README's experiment, with one failure: ``seed * 2 + size / 100``, ValueError for seed 3 with size 20.
+
+    It sleeps ``(seed * 2 + size / 10) * 15 ms``, so that the runs' durations are distinct and known in order.
+    """
+    time.sleep((specification["seed"] * 2 + specification["size"] / 10) * 0.015)
     if specification == FAILING:
         raise ValueError(MESSAGE)
     return {"number": specification["seed"] * 2 + specification["size"] / 100}
@@ -171,6 +176,8 @@ def test_slowest(database: Database) -> None:
         assert seconds == pytest.approx(durations[spec_hash], abs=DURATION_TOLERANCE)
     left_out = [seconds for spec_hash, seconds in durations.items() if spec_hash not in hashes]
     assert max(left_out) <= min(listed) + DURATION_TOLERANCE
+    slowest_first = [{"seed": 3, "size": 10}, {"seed": 2, "size": 20}, {"seed": 2, "size": 10}]  # by their sleeps
+    assert [as_json(specification) for _, specification, _ in rows] == slowest_first
 
 
 def test_matching(database: Database) -> None:

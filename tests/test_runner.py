@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
+import sqlite3
+import weakref
 from typing import Any
 
 import joblib
@@ -15,6 +18,7 @@ from workloads import FailOnOdd, NotADict, RaisesUnpicklable, ReportsPid, Square
 from smallab_db import (
     ExperimentError,
     ExperimentRunner,
+    ResultNotStoredError,
     UsageError,
     specification_hash,
 )
@@ -223,7 +227,7 @@ def test_parallel_processes_store_every_result_and_use_workers(database_url: str
     assert sorted(spec["seed"] for spec in summary.completed) == list(range(12))
     pids = {run["result"]["pid"] for run in runner.results("loky")}
     assert os.getpid() not in pids
-    assert len(pids) == 2
+    assert 1 <= len(pids) <= 2  # one worker may take every task while the other still starts
     assert hook_pids == {os.getpid()}  # hooks run in the calling process
     summary = runner.run("loky-failures", SEEDS, FailOnOdd(), num_parallel=2, show_progress=False)
     assert sorted(spec["seed"] for spec in summary.failed) == [1, 3, 5]
@@ -288,3 +292,66 @@ def test_json_result_column_is_queryable_with_sql(sqlite_path: str) -> None:
             "SELECT sum(json_extract(result_json, '$.square')) FROM runs WHERE status = 'completed'"
         ).scalar_one()
     assert total == sum(seed**2 for seed in range(6))
+
+
+@pytest.mark.parametrize("backend", ["nope", 42])
+def test_an_unknown_backend_is_refused_before_anything_is_written(sqlite_path: str, backend: Any) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    with pytest.raises(UsageError, match=f"backend must be None or a joblib backend.*{backend!r}"):
+        runner.run("b", SEEDS, Square(), num_parallel=2, backend=backend, show_progress=False)
+    with pytest.raises(UsageError, match="continue_from_last_run must be True or False, but got 'no'"):
+        runner.run("b", SEEDS, Square(), continue_from_last_run="no", show_progress=False)  # type: ignore[arg-type]
+    assert runner.store.batch_counts() == []
+
+
+def test_failures_do_not_keep_the_frames_of_main_alive(sqlite_path: str) -> None:
+    held: list[weakref.ref[Any]] = []
+
+    class Payload:
+        """Stands for a large array that main holds in a local variable when it raises."""
+
+    def fails(specification: dict[str, Any]) -> dict[str, Any]:
+        payload = Payload()
+        held.append(weakref.ref(payload))
+        raise ValueError(f"failed holding {len(held)} payload(s)")
+
+    runner = ExperimentRunner(sqlite_path)
+    runner.on_specification_failure(None)
+    summary = runner.run("frames", SEEDS, fails, show_progress=False)
+    gc.collect()
+    assert len(summary.exceptions) == len(SEEDS) == len(held)
+    assert all(reference() is None for reference in held)
+    cause = summary.exceptions[0].__cause__
+    assert cause is not None and "in fails" in str(cause) and "ValueError" in str(cause)  # the traceback, as text
+
+
+def test_an_outcome_the_database_refuses_is_stored_as_a_failure(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    runner.engine.dispose()
+    # A real refusal: SQLite's own limit on the size of a value, lowered on this engine's connections.
+    sa.event.listen(
+        runner.engine, "connect", lambda connection, _: connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200_000)
+    )
+    runner.on_specification_failure(None)
+    specifications = [{"seed": seed, "size": size} for seed, size in enumerate([10, 500_000, 20])]
+    summary = runner.run("limits", specifications, lambda spec: {"blob": "x" * spec["size"]}, show_progress=False)
+    assert summary.completed == [specifications[0], specifications[2]]
+    assert summary.failed == [specifications[1]]
+    assert isinstance(summary.exceptions[0], ResultNotStoredError)
+    stored = {row.specification["seed"]: row for row in rows(runner)}
+    assert stored[1].status == "failed" and stored[1].error_type == "smallab_db.errors.ResultNotStoredError"
+    assert "too big" in stored[1].error_message
+    assert stored[0].status == stored[2].status == "completed"
+
+
+def test_import_folder_reads_an_exported_tree_back(sqlite_path: str, tmp_path: Any) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    runner.run("source", SEEDS, Square(), show_progress=False)
+    folder = runner.export("source", tmp_path / "tree")
+    report = runner.import_folder(folder, "copy")
+    assert (report.layout, report.imported, report.already_present, report.unreadable) == ("seed", 6, 0, [])
+    assert runner.import_folder(folder, "copy").imported == 0
+    by_seed = lambda runs: sorted(runs, key=lambda run: run["specification"]["seed"])  # noqa: E731
+    assert by_seed(runner.results("copy")) == by_seed(runner.results("source"))
+    with pytest.raises(UsageError, match="batch name"):
+        runner.import_folder(folder, "")

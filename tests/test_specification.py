@@ -120,3 +120,64 @@ def test_key_order_never_changes_the_hash(specification: dict[str, Any], random:
 def test_distinct_objects_never_collide(specifications: list[dict[str, Any]]) -> None:
     by_text = {canonical_json(specification): specification_hash(specification) for specification in specifications}
     assert len(set(by_text.values())) == len(by_text)
+
+
+def test_a_lone_surrogate_is_refused_with_its_key_path() -> None:
+    undecodable = b"run-\xff".decode("utf-8", "surrogateescape")
+    with pytest.raises(SpecError, match="key path path: .*lone surrogate"):
+        validate_all([{"path": undecodable}])
+    with pytest.raises(SpecError, match="lone surrogate"):
+        specification_hash({undecodable: 1})
+
+
+awkward_floats = st.sampled_from([1e16, 1e-7, 1e300, -0.0, 0.1, 2.5e-320])
+stored_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | awkward_floats
+    | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_specifications_come_back_from_the_database_unchanged(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "runs.db") if database == "sqlite" else request.getfixturevalue("postgres_url")
+    runner = ExperimentRunner(url)
+    seen: list[dict[str, Any]] = []
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.dictionaries(st.text(max_size=6), stored_values, min_size=1, max_size=4))
+    def round_trip(specification: dict[str, Any]) -> None:
+        seen.clear()
+        summary = runner.run(
+            "trip",
+            [specification],
+            lambda spec: seen.append(spec) or {"echo": spec},
+            continue_from_last_run=False,
+            show_progress=False,
+        )
+        assert summary.completed == [specification]
+        assert [canonical_json(spec) for spec in seen] == [canonical_json(specification)]  # what main received
+        stored = [
+            run
+            for run in runner.results("trip")
+            if canonical_json(run["specification"]) == canonical_json(specification)
+        ]
+        assert len(stored) == 1
+        assert specification_hash(stored[0]["specification"]) == specification_hash(specification)
+        assert canonical_json(stored[0]["result"]["echo"]) == canonical_json(specification)
+
+    round_trip()
+    runner.close()
+
+
+def test_values_equal_in_python_but_different_in_json_are_different_specifications() -> None:
+    variants = [{"x": 1}, {"x": 1.0}, {"x": True}, {"x": 0.0}, {"x": -0.0}, {"x": False}, {"x": 0}]
+    assert len({canonical_json(variant) for variant in variants}) == len(variants)
+    assert len({specification_hash(variant) for variant in variants}) == len(variants)

@@ -94,6 +94,27 @@ class Marking(Experiment):
         return {"seed": seed, "pid": os.getpid(), "finished": finished}
 
 
+class DiesOnSeed(Experiment):
+    """Kills its own worker process for one seed: ``os._exit``, a segmentation fault, or SIGKILL."""
+
+    def __init__(self, seed: int, how: str) -> None:
+        self.seed = seed
+        self.how = how
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        if specification["seed"] == self.seed:
+            if self.how == "exit":
+                os._exit(3)
+            if self.how == "segfault":
+                import ctypes
+
+                ctypes.string_at(0)
+            if self.how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.05)
+        return {"seed": specification["seed"]}
+
+
 def executions(markers: Path) -> dict[int, int]:
     """Count the executions (started) of each seed from the marker files."""
     counts: dict[int, int] = {}
@@ -137,29 +158,12 @@ def main() -> None:
         num_parallel=arguments.parallel,
         show_progress=False,
     )
-    print(f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped}", flush=True)
+    print(
+        f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped} "
+        f"not_stored={len(summary.not_stored)}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
     main()
-
-
-class DiesOnSeed(Experiment):
-    """Kills its own worker process for one seed: ``os._exit``, a segmentation fault, or SIGKILL."""
-
-    def __init__(self, seed: int, how: str) -> None:
-        self.seed = seed
-        self.how = how
-
-    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
-        if specification["seed"] == self.seed:
-            if self.how == "exit":
-                os._exit(3)
-            if self.how == "segfault":
-                import ctypes
-
-                ctypes.string_at(0)
-            if self.how == "sigkill":
-                os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.05)
-        return {"seed": specification["seed"]}

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-JSON_DOCUMENT = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+JSON_DOCUMENT = sa.JSON(none_as_null=True)  # PostgreSQL json, not jsonb: it keeps the text as given
 
 
 def upgrade() -> None:
@@ -27,6 +26,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("hash_scheme", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
         sa.UniqueConstraint("name", name=op.f("uq_batches_name")),
     )
@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
         sa.Column("claim_token", sa.String(length=32), nullable=True),
+        sa.Column("claim_node", sa.String(length=255), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error_type", sa.String(length=255), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),

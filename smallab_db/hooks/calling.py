@@ -8,21 +8,37 @@ from typing import Any
 
 logger = logging.getLogger("smallab_db")
 
+# A hook failing this many times in a row (an unreachable mail server, say) is not called again in the same run.
+MAX_CONSECUTIVE_FAILURES = 3
+
 
 class HookCaller:
-    """Calls hooks; the first error of each hook is logged with its traceback, later ones are counted."""
+    """Calls hooks; each hook's first error is logged once with its traceback, and a hook that fails
+    :data:`MAX_CONSECUTIVE_FAILURES` times in a row is not called again."""
 
     def __init__(self) -> None:
-        self.errors: dict[str, int] = {}
+        self._consecutive_failures: dict[int, int] = {}
+        self._failed_hooks: list[Callable[..., Any]] = []  # keeps each failed hook alive, so its id stays its own
 
     def call(self, hook: Callable[..., Any] | None, *arguments: Any) -> None:
-        """Call ``hook(*arguments)`` unless it is None; log its first exception and go on."""
+        """Call ``hook(*arguments)`` unless it is None or was given up on; log its first exception and go on."""
         if hook is None:
+            return
+        key = id(hook)
+        failures = self._consecutive_failures.get(key, 0)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
             return
         try:
             hook(*arguments)
         except Exception:
-            name = getattr(hook, "__qualname__", repr(hook))
-            self.errors[name] = self.errors.get(name, 0) + 1
-            if self.errors[name] == 1:
-                logger.exception("smallab-db: hook %s raised; the batch goes on, later errors are only counted", name)
+            if all(failed is not hook for failed in self._failed_hooks):
+                self._failed_hooks.append(hook)
+                logger.exception(
+                    "smallab-db: hook %s raised; the batch goes on, and after %d failures in a row the hook is not "
+                    "called again in this run",
+                    getattr(hook, "__qualname__", repr(hook)),
+                    MAX_CONSECUTIVE_FAILURES,
+                )
+            self._consecutive_failures[key] = failures + 1
+        else:
+            self._consecutive_failures[key] = 0

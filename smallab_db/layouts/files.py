@@ -18,6 +18,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     the same bytes (then the old file stays untouched). On error the temporary file is removed."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes the file private; an export is meant to be shared
         with os.fdopen(descriptor, "wb") as file:
             yield file
         if path.is_file() and filecmp.cmp(temporary, path, shallow=False):
@@ -40,3 +41,9 @@ def remove_stale_folders(parent: Path, keep: set[str], is_run_folder: Callable[[
     for child in parent.iterdir():
         if child.is_dir() and is_run_folder(child.name) and child.name not in keep:
             shutil.rmtree(child)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

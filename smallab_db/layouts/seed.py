@@ -15,6 +15,7 @@ from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
 
 NAME = "seed"
 _RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
+_PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
 
 
 def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
@@ -32,31 +33,39 @@ def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Ite
                 run_folder / "specification.json", json.dumps(run.specification, sort_keys=True, indent=1).encode()
             )
             record = {"specification": run.specification, "result": run.result}
-            write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record))
+            write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
         listing.write(b"]")
     remove_stale_folders(batch_folder, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
 
 
 def looks_like(batch_folder: Path) -> bool:
     """Tell whether ``batch_folder`` holds runs in this layout."""
-    return any(_pickles(folder) for folder in batch_folder.iterdir() if folder.is_dir())
+    return any(isinstance(entry, Path) for entry in _run_files(batch_folder))
 
 
 def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
-    """Yield every run of the tree, or what made its file unreadable."""
-    for folder in sorted(batch_folder.iterdir()):
-        if not folder.is_dir():
+    """Yield every run of the tree, or what made its file or folder unreadable."""
+    for entry in _run_files(batch_folder):
+        if isinstance(entry, Unreadable):
+            yield entry
             continue
-        for path in _pickles(folder):
-            try:
-                with path.open("rb") as file:
-                    record = pickle.load(file)
-                specification, result = record["specification"], record["result"]
-            except Exception as error:  # any damage: truncated, foreign, not a record
-                yield Unreadable(path, f"{type(error).__name__}: {error}")
+        try:
+            with entry.open("rb") as file:
+                record = pickle.load(file)
+            specification, result = record["specification"], record["result"]
+        except Exception as error:  # any damage: truncated, foreign, not a record
+            yield Unreadable(entry, f"{type(error).__name__}: {error}")
+            continue
+        yield FoundRun(specification, result, entry)
+
+
+def _run_files(batch_folder: Path) -> Iterator[Path | Unreadable]:
+    """Yield the ``.pkl`` files of the run folders (those holding a ``specification.json``), in name order, and
+    the folders that cannot be read."""
+    for folder in sorted(batch_folder.iterdir()):
+        try:
+            if not folder.is_dir() or not (folder / "specification.json").is_file():
                 continue
-            yield FoundRun(specification, result, path)
-
-
-def _pickles(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.pkl")) if (folder / "specification.json").is_file() else []
+            yield from sorted(folder.glob("*.pkl"))
+        except OSError as error:
+            yield Unreadable(folder, f"{type(error).__name__}: {error}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -55,6 +56,10 @@ BAD_CALLS: dict[str, tuple[type[SmallabError], Callable[[ExperimentRunner], Any]
     "unknown batch": (UsageError, lambda r: r.results("missing")),
     "unknown status": (UsageError, lambda r: r.results("kept", status="done")),
     "unknown layout": (UsageError, lambda r: r.export("kept", layout="nope")),
+    "unknown backend": (UsageError, lambda r: r.run("kept", SEEDS, Square(), num_parallel=2, backend="nope")),
+    "flag not a bool": (UsageError, lambda r: r.run("kept", SEEDS, Square(), continue_from_last_run="no")),
+    "lone surrogate": (SpecError, lambda r: r.run("kept", [{"p": "\udcff"}], Square(), show_progress=False)),
+    "import batch name": (UsageError, lambda r: r.import_folder(".", "")),
 }
 
 
@@ -136,6 +141,13 @@ def test_results_that_no_longer_unpickle_are_named_and_the_rest_returned(tmp_pat
     assert "2 result(s) of batch 'old' could not be unpickled" in text
     assert "run 2 (" in text and "run 4 (" in text and "No module named 'lab_measurements'" in text
 
+    with pytest.warns(UnreadableResultWarning, match="2 result"):
+        frame = runner.dataframe("old")
+    assert list(frame["result.plain"].dropna()) == [0, 2] and len(frame) == 4
+    with pytest.warns(UnreadableResultWarning, match="2 result"):
+        exported = runner.export("old", tmp_path / "tree")
+    assert sorted(json.loads((exported / "completed.json").read_text()), key=str) == [{"seed": 0}, {"seed": 2}]
+
 
 # -- read-only files and directories, as an ordinary user (root may write anything) -----------------------------
 
@@ -182,8 +194,13 @@ def test_a_read_only_database_file_is_refused_and_stays_intact(shared_folder: Pa
     opened = as_nobody(sys.executable, "-c", OPEN_AS_NOBODY, str(database), cwd=shared_folder)
     assert opened.returncode == 3, opened.stderr
     assert "DatabaseError" in opened.stdout and "is read-only: make it writable" in opened.stdout
-    status = as_nobody(str(Path(sys.executable).parent / "smallab-db"), "status", str(database), cwd=shared_folder)
-    assert status.returncode == 1 and status.stderr.startswith("Error: ") and "Traceback" not in status.stderr
+    script = str(Path(sys.executable).parent / "smallab-db")
+    status = as_nobody(script, "status", str(database), cwd=shared_folder)  # reading needs no write access
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[-1].split() == ["kept", "0", "0", str(len(SEEDS)), "0"]
+    retry = as_nobody(script, "retry", str(database), "--batch", "kept", cwd=shared_folder)
+    assert retry.returncode == 1 and retry.stderr.startswith("Error: ") and "Traceback" not in retry.stderr
+    assert "is read-only" in retry.stderr
     query = as_nobody(
         str(Path(sys.executable).parent / "smallab-db"),
         "query",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from runner_processes import statuses
-from workloads import Square
+from runner_processes import start_runner, statuses, wait_for_completed
+from workloads import Square, executions
 
 from smallab_db import ExperimentRunner
 from smallab_db.execution import Outcome
@@ -56,3 +59,28 @@ def test_a_dead_process_on_this_host_is_reclaimed_at_once(sqlite_path: str) -> N
     summary = runner.run("orphans", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
     assert sorted(spec["seed"] for spec in summary.completed) == [0, 1, 2]
     assert [attempts for _, attempts, _ in statuses(sqlite_path).values()] == [2, 2, 2]
+
+
+def test_a_runner_stalled_past_its_lease_starts_none_of_the_runs_taken_over(tmp_path: Path) -> None:
+    """A runner frozen (SIGSTOP, as a suspended laptop) past its lease: another runner reclaims and finishes its
+    runs; once thawed, it starts none of its lost claims, and its late result of the run in flight is refused."""
+    database, markers, count = str(tmp_path / "stall.db"), tmp_path / "markers", 40
+    stalled = start_runner(database, "stall", count, markers, "--sleep", "0.05", "--lease", "1")
+    wait_for_completed(database, 3, stalled)
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # the lease lapses
+        rescuer = start_runner(database, "stall", count, markers, "--lease", "1")
+        out, err = rescuer.communicate(timeout=120)
+        assert rescuer.returncode == 0, err
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    out, err = stalled.communicate(timeout=60)
+    assert stalled.returncode == 0, err
+    counts = executions(markers)
+    assert set(counts) == set(range(count))
+    twice = [seed for seed, executed in counts.items() if executed > 1]
+    # At most the run in flight when it froze, and one that had finished within the 0.2 s before it, unstored.
+    assert len(twice) <= 2 and max(counts.values()) <= 2, counts
+    assert f"not_stored={len(twice)}" in out
+    assert {status for status, _, _ in statuses(database).values()} == {"completed"}

@@ -8,15 +8,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from runner_processes import start_runner, statuses, wait_started_line
 from workloads import executions
+
+from smallab_db.database import resolve_url
+from smallab_db.schema import runs
 
 
 def race(database: str, batches: list[str], count: int, markers: Path, tmp_path: Path) -> list[tuple[str, str]]:
     """Start one runner per entry of ``batches`` at the same moment; return their (stdout, stderr)."""
     go = tmp_path / "go"
     runners = [
-        start_runner(database, batch, count, markers, "--sleep", "0.03", "--wait-for", str(go), wait_started=False)
+        start_runner(database, batch, count, markers, "--sleep", "0.05", "--wait-for", str(go), wait_started=False)
         for batch in batches
     ]
     for runner in runners:
@@ -60,3 +64,18 @@ def test_two_batches_run_at_once_on_one_file(tmp_path: Path) -> None:
             "SELECT batch, status, count(*) FROM run_details GROUP BY batch, status ORDER BY batch"
         ).fetchall()
     assert rows == [("left", "completed", count), ("right", "completed", count)]
+
+
+def test_four_runners_share_a_batch_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    markers, count = tmp_path / "markers", 120
+    outputs = race(postgres_url, ["shared"] * 4, count, markers, tmp_path)
+    assert executions(markers) == {seed: 1 for seed in range(count)}
+    engine = sa.create_engine(resolve_url(postgres_url))
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(runs.c.status, runs.c.attempts, runs.c.result)).all()
+    engine.dispose()
+    assert len(rows) == count
+    assert {(status, attempts) for status, attempts, _ in rows} == {("completed", 1)}
+    assert sorted(pickle.loads(result)["seed"] for _, _, result in rows) == list(range(count))
+    done = completed_counts(outputs)
+    assert sum(done) == count and min(done) > 0, done

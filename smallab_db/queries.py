@@ -1,0 +1,119 @@
+"""Reading runs and batches: every query that changes nothing. ``store.RunStore`` adds the writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import SQLAlchemyError
+
+from smallab_db.database import describe, read_only
+from smallab_db.errors import DatabaseError
+from smallab_db.schema import COMPLETED, batches, runs
+
+
+class RunQueries:
+    """The read-only queries over one engine; safe to call from several threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def find_batch(self, name: str) -> int | None:
+        """Return the id of the batch called ``name``, or None."""
+        with self._reading() as connection:
+            return connection.execute(select(batches.c.id).where(batches.c.name == name)).scalar_one_or_none()
+
+    def batch_counts(self) -> list[tuple[str, dict[str, int]]]:
+        """Return each batch's name with its number of runs per status, in creation order."""
+        query = (
+            select(batches.c.name, runs.c.status, func.count(runs.c.id))
+            .select_from(batches.outerjoin(runs))
+            .group_by(batches.c.id, batches.c.name, runs.c.status)
+            .order_by(batches.c.id)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self._reading() as connection:
+            for name, status, count in connection.execute(query):
+                per_status = counts.setdefault(name, {})
+                if status is not None:
+                    per_status[status] = count
+        return list(counts.items())
+
+    def count(self, batch_id: int, status: str) -> int:
+        """Return how many runs of the batch have ``status``."""
+        with self._reading() as connection:
+            query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status == status)
+            return connection.execute(query).scalar_one()
+
+    # -- reading results -----------------------------------------------------------------------------------------
+
+    def iter_runs(self, batch_id: int, status: str | None = COMPLETED, chunk: int = 1000) -> Iterator[Row[Any]]:
+        """Yield the batch's runs (all columns) in id order, ``chunk`` rows at a time."""
+        query = select(runs).where(runs.c.batch_id == batch_id).order_by(runs.c.id)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        with self._reading() as connection:
+            yield from connection.execution_options(yield_per=chunk).execute(query)
+
+    def iter_run_summaries(self, batch_id: int, status: str | None = None, chunk: int = 5000) -> Iterator[Row[Any]]:
+        """Yield the batch's runs (with ``status``, if given) without the traceback; ``result_pickle`` only where
+        the result is not JSON."""
+        query = (
+            select(
+                runs.c.id,
+                runs.c.spec_hash,
+                runs.c.specification,
+                runs.c.status,
+                runs.c.attempts,
+                runs.c.started_at,
+                runs.c.finished_at,
+                runs.c.error_type,
+                runs.c.result_json,
+                case((runs.c.result_json.is_(None), runs.c.result), else_=None).label("result_pickle"),
+            )
+            .where(runs.c.batch_id == batch_id)
+            .order_by(runs.c.id)
+        )
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        with self._reading() as connection:
+            yield from connection.execution_options(yield_per=chunk).execute(query)
+
+    def specifications_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Return the specification of each run id."""
+        with self._reading() as connection:
+            query = select(runs.c.id, runs.c.specification).where(runs.c.id.in_(run_ids))
+            return {run_id: spec for run_id, spec in connection.execute(query)}
+
+    def runs_with_hash_prefix(self, prefix: str, batch_id: int | None, limit: int) -> list[Row[Any]]:
+        """Return up to ``limit`` runs whose hash starts with ``prefix``: all columns, plus ``batch``, its name."""
+        query = (
+            select(runs, batches.c.name.label("batch"))
+            .join(batches, batches.c.id == runs.c.batch_id)
+            .where(runs.c.spec_hash.startswith(prefix.lower(), autoescape=True))
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        if batch_id is not None:
+            query = query.where(runs.c.batch_id == batch_id)
+        with self._reading() as connection:
+            return list(connection.execute(query))
+
+    # -- transactions --------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A transaction that only reads, so on SQLite it does not wait for writers."""
+        with self._translated_errors(), read_only(self.engine.connect()) as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as error:
+            reason = getattr(error, "orig", None) or error
+            raise DatabaseError(f"database {describe(self.engine.url)} failed: {reason}") from error
