@@ -219,3 +219,31 @@ def test_a_database_in_a_read_only_directory_is_refused(shared_folder: Path) -> 
     assert opened.returncode == 3, opened.stderr
     assert "directory" in opened.stdout and "is not writable" in opened.stdout
     assert not database.exists()
+
+
+def test_a_result_of_a_class_from_the_script_names_the_fix_under_worker_processes(tmp_path: Path) -> None:
+    script = tmp_path / "experiment_script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from smallab_db import ExperimentRunner
+
+            class Point:
+                def __init__(self, x):
+                    self.x = x
+
+            def main(spec):
+                return {{"point": Point(spec["seed"])}}
+
+            if __name__ == "__main__":
+                runner = ExperimentRunner({str(tmp_path / "script.db")!r})
+                runner.on_specification_failure(None)
+                summary = runner.run("points", [{{"seed": 1}}, {{"seed": 2}}], main, num_parallel=2,
+                                     show_progress=False)
+                print(summary.exceptions[0])
+            """
+        )
+    )
+    completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "class defined in your script (__main__); move that class into a module" in completed.stdout
