@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,9 @@ def check_backend(backend: Any) -> None:
     raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
 
 
-def outcomes(main: ExperimentMain, claims: Claims, num_parallel: int | None, backend: str | None) -> Iterator[Outcome]:
+def outcomes(
+    main: ExperimentMain, claims: Claims, num_parallel: int | None, backend: str | None
+) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
     When a loky worker process dies, joblib stops the whole pool: the runs that were in flight are then executed

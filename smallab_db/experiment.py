@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from smallab_db.errors import ExperimentError
 
@@ -33,7 +33,7 @@ def experiment_main(experiment: Experiment | ExperimentMain) -> ExperimentMain:
             f"experiment must be an instance, but got the class {experiment.__name__}: pass {experiment.__name__}()"
         )
     if callable(experiment):
-        return experiment
+        return cast(ExperimentMain, experiment)
     raise ExperimentError(
         f"experiment must be an Experiment or a callable taking a specification dict, but got "
         f"{type(experiment).__name__} {experiment!r:.80}"

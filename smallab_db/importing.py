@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from types import ModuleType
 
 from smallab_db.batches import check_batch_name
 from smallab_db.errors import SpecError, UsageError
 from smallab_db.execution import result_json_text
-from smallab_db.layouts import LAYOUTS
+from smallab_db.layouts import LAYOUTS, Layout
 from smallab_db.layouts.records import FoundRun, Unreadable
 from smallab_db.specification import canonical_json, hash_canonical, validate_specification
 from smallab_db.store import ImportedRun, RunStore
@@ -30,7 +29,7 @@ class ImportReport:
     unreadable: list[Unreadable] = field(default_factory=list)
 
 
-def detect_layout(batch_folder: Path) -> ModuleType:
+def detect_layout(batch_folder: Path) -> Layout:
     """Return the layout of the tree in ``batch_folder``.
 
     Raises:

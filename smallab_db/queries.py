@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection, Engine, Row
@@ -80,7 +80,7 @@ class RunQueries:
         if status is not None:
             query = query.where(runs.c.status == status)
         with self._reading() as connection:
-            yield from connection.execution_options(yield_per=chunk).execute(query)
+            yield from cast("Iterator[Row[Any]]", connection.execution_options(yield_per=chunk).execute(query))
 
     def specifications_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Return the specification of each run id."""

@@ -34,7 +34,8 @@ def run_read_only_query(url: URL, sql: str) -> QueryResult:
     engine = create_read_only_engine(url)
     try:
         with engine.connect() as connection:
-            cursor = connection.connection.dbapi_connection.cursor()  # raw: no parameter parsing of % or :name
+            # The driver's own cursor: no parameter parsing of % or :name in the user's SQL.
+            cursor: Any = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 if connection.dialect.name == "postgresql":
                     cursor.execute(sql, prepare=True)  # a prepared statement refuses "COMMIT; BEGIN READ WRITE; …"

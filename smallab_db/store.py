@@ -351,6 +351,7 @@ class RunStore(RunQueries):
 
     def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
         dialect = self.engine.dialect.name
+        statement: Any
         if dialect == "sqlite":
             statement = sqlite.insert(table)
         elif dialect == "postgresql":

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from types import ModuleType
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
 from smallab_db.errors import UsageError
 from smallab_db.layouts import seed, smallab2
+from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
 
-LAYOUTS: dict[str, ModuleType] = {seed.NAME: seed, smallab2.NAME: smallab2}
+
+class Layout(Protocol):
+    """What a layout module provides."""
+
+    NAME: str
+
+    def export_batch(
+        self, batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]
+    ) -> None: ...
+
+    def looks_like(self, batch_folder: Path) -> bool: ...
+
+    def read_batch(self, batch_folder: Path) -> Iterator[FoundRun | Unreadable]: ...
 
 
-def layout_named(name: str) -> ModuleType:
-    """Return the layout module called ``name``.
+LAYOUTS: dict[str, Layout] = {seed.NAME: seed, smallab2.NAME: smallab2}
+
+
+def layout_named(name: str) -> Layout:
+    """Return the layout called ``name``.
 
     Raises:
         UsageError: there is no such layout.
