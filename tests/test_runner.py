@@ -355,3 +355,26 @@ def test_import_folder_reads_an_exported_tree_back(sqlite_path: str, tmp_path: A
     assert by_seed(runner.results("copy")) == by_seed(runner.results("source"))
     with pytest.raises(UsageError, match="batch name"):
         runner.import_folder(folder, "")
+
+
+def test_a_hook_failing_three_times_in_a_row_is_not_called_again(sqlite_path: str) -> None:
+    runner = ExperimentRunner(sqlite_path)
+    calls: list[int] = []
+
+    def unreachable_mail_server(spec: dict[str, Any], result: dict[str, Any]) -> None:
+        calls.append(spec["seed"])
+        raise ConnectionRefusedError("mail server down")
+
+    flaky_calls: list[int] = []
+
+    def fails_every_other_time(spec: dict[str, Any], result: dict[str, Any]) -> None:
+        flaky_calls.append(spec["seed"])
+        if spec["seed"] % 2:
+            raise RuntimeError("sometimes")
+
+    runner.on_specification_complete(unreachable_mail_server)
+    summary = runner.run("given-up", SEEDS, Square(), show_progress=False)
+    assert calls == [0, 1, 2] and summary.completed == SEEDS
+    runner.on_specification_complete(fails_every_other_time)
+    runner.run("flaky", SEEDS, Square(), show_progress=False)
+    assert flaky_calls == [0, 1, 2, 3, 4, 5]  # never three failures in a row
