@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from smallab_db.errors import DatabaseError
 
@@ -66,6 +66,11 @@ def describe(url: URL) -> str:
     if url.get_backend_name() == "sqlite" and url.database:
         return url.database
     return url.render_as_string(hide_password=True)
+
+
+def reason(error: SQLAlchemyError) -> object:
+    """The driver's own error behind a SQLAlchemy error, which says what went wrong without SQLAlchemy's noise."""
+    return getattr(error, "orig", None) or error
 
 
 def check_sqlite_file(url: URL, writable: bool = True) -> None:

@@ -24,6 +24,7 @@ from smallab_db.database import (
     create_read_only_engine,
     describe,
     read_only,
+    reason,
 )
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.schema import VERSION_TABLE
@@ -109,7 +110,7 @@ def upgrade(engine: Engine) -> str:
     try:
         retry_while_locked(upgrade_under_lock)
     except SQLAlchemyError as error:
-        raise DatabaseError(f"cannot migrate {describe(url)}: {getattr(error, 'orig', None) or error}") from error
+        raise DatabaseError(f"cannot migrate {describe(url)}: {reason(error)}") from error
     return head_revision()
 
 
@@ -130,24 +131,38 @@ def ensure_schema(engine: Engine) -> None:
         DatabaseError: the database cannot be read.
     """
     url = engine.url
+    revision = _stored_revision(engine)
+    if revision == head_revision():
+        return
+    _refuse_unknown(revision, url)
+    if revision is not None and url.get_backend_name() != "sqlite":
+        raise _needs_migrate(url, revision)
+    upgrade(engine)
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """Read the schema revision, waiting out SQLite's transient locks.
+
+    Raises:
+        DatabaseError: the database cannot be read.
+    """
 
     def read_revision() -> str | None:
         with read_only(engine.connect()) as connection, connection.begin():
             return current_revision(connection)
 
     try:
-        revision = retry_while_locked(read_revision)
+        return retry_while_locked(read_revision)
     except SQLAlchemyError as error:
-        raise DatabaseError(f"cannot open {describe(url)}: {getattr(error, 'orig', None) or error}") from error
-    if revision == head_revision():
-        return
-    _refuse_unknown(revision, url)
-    if revision is not None and url.get_backend_name() != "sqlite":
-        raise SchemaError(
-            f"database schema of {describe(url)} is at revision {revision} but this smallab-db needs "
-            f"{head_revision()}: run `smallab-db migrate {describe(url)}`"
-        )
-    upgrade(engine)
+        raise DatabaseError(f"cannot open {describe(engine.url)}: {reason(error)}") from error
+
+
+def _needs_migrate(url: URL, revision: str | None) -> SchemaError:
+    found = "has no smallab-db schema" if revision is None else f"is at revision {revision}"
+    return SchemaError(
+        f"database {describe(url)} {found} but this smallab-db needs {head_revision()}: "
+        f"run `smallab-db migrate {describe(url)}`"
+    )
 
 
 def retry_while_locked(operation: Callable[[], T]) -> T:
@@ -195,22 +210,12 @@ def open_engine(url: URL, writable: bool) -> Engine:
             raise
         return engine
     engine = create_read_only_engine(url)
-
-    def read_revision() -> str | None:
-        with engine.connect() as connection:
-            return current_revision(connection)
-
     try:
-        revision = retry_while_locked(read_revision)
-    except SQLAlchemyError as error:
+        revision = _stored_revision(engine)
+        if revision != head_revision():
+            _refuse_unknown(revision, url)
+            raise _needs_migrate(url, revision)
+    except BaseException:
         engine.dispose()
-        raise DatabaseError(f"cannot open {describe(url)}: {getattr(error, 'orig', None) or error}") from error
-    if revision != head_revision():
-        engine.dispose()
-        _refuse_unknown(revision, url)
-        missing = "has no smallab-db schema" if revision is None else f"has schema revision {revision}"
-        raise SchemaError(
-            f"database {describe(url)} {missing} but this smallab-db needs {head_revision()}: "
-            f"run `smallab-db migrate {describe(url)}`"
-        )
+        raise
     return engine

@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
-from smallab_db.database import describe, read_only
+from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError
 from smallab_db.schema import COMPLETED, batches, runs
 
@@ -115,5 +115,4 @@ class RunQueries:
         try:
             yield
         except SQLAlchemyError as error:
-            reason = getattr(error, "orig", None) or error
-            raise DatabaseError(f"database {describe(self.engine.url)} failed: {reason}") from error
+            raise DatabaseError(f"database {describe(self.engine.url)} failed: {reason(error)}") from error

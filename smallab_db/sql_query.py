@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from smallab_db.database import create_read_only_engine
+from smallab_db.database import create_read_only_engine, reason
 from smallab_db.errors import QueryError
 
 
@@ -49,7 +49,7 @@ def run_read_only_query(url: URL, sql: str) -> QueryResult:
                 cursor.close()
                 connection.rollback()
     except SQLAlchemyError as error:
-        raise QueryError(f"cannot run the query: {getattr(error, 'orig', None) or error}") from error
+        raise QueryError(f"cannot run the query: {reason(error)}") from error
     finally:
         engine.dispose()
     return QueryResult(columns, rows)
