@@ -9,12 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import kill_all
 
 TESTS = Path(__file__).resolve().parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 if str(TESTS) not in sys.path:  # workers and subprocesses import tests/workloads.py
     sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(autouse=True)
+def _kill_child_processes() -> Iterator[None]:
+    """Every process a test started through ``processes.spawn`` dies with the test, children included."""
+    yield
+    kill_all()
 
 
 @pytest.fixture

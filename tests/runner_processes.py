@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from processes import spawn
 
 WORKLOAD = Path(__file__).resolve().parent / "workloads.py"
 
@@ -18,13 +18,12 @@ def start_runner(
 ) -> subprocess.Popen[str]:
     """Start ``workloads.py`` in its own process group; by default wait until it has opened the database."""
     markers.mkdir(exist_ok=True)
-    process = subprocess.Popen(
+    process: subprocess.Popen[str] = spawn(
         [sys.executable, str(WORKLOAD), database, batch, str(count), "--markers", str(markers), *options],
         cwd=markers.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
     )
     if wait_started:
         wait_started_line(process)
@@ -36,14 +35,6 @@ def wait_started_line(process: subprocess.Popen[str]) -> None:
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     assert line == "started", process.stderr.read() if process.stderr else line
-
-
-def kill_group(process: subprocess.Popen[str], signal_number: int = signal.SIGKILL) -> None:
-    """Send a signal to the runner and every worker process it started."""
-    try:
-        os.killpg(process.pid, signal_number)
-    except ProcessLookupError:
-        pass
 
 
 def statuses(database: str) -> dict[int, tuple[str, int, bytes | None]]:

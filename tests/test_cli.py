@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 from cli_checks import assert_clean_error
 from click.testing import CliRunner, Result
@@ -50,9 +51,7 @@ def run_script(*arguments: str, cwd: Path, env: dict[str, str] | None = None) ->
     """
     environment = {key: value for key, value in os.environ.items() if key != "SMALLAB_DB"}
     environment.update(env or {})
-    return subprocess.run(
-        [str(SCRIPT), *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
-    )
+    return processes.run([str(SCRIPT), *arguments], cwd=cwd, env=environment, text=True, timeout=120)
 
 
 def run_batch(database: str, name: str, count: int, experiment: Experiment) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 import sqlalchemy
 
@@ -207,13 +207,8 @@ def test_without_pandas_dataframe_raises_missing_dependency_error(tmp_path: Path
     """In a fresh interpreter where pandas cannot be imported, ``dataframe`` raises MissingDependencyError saying
     how to install it."""
     environment = {key: value for key, value in os.environ.items() if key != "SMALLAB_DB"}
-    process = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PANDAS],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    process = processes.run(
+        [sys.executable, "-c", WITHOUT_PANDAS], cwd=tmp_path, env=environment, text=True, timeout=120
     )
     assert process.returncode == 0, process.stderr
     report = json.loads(process.stdout.splitlines()[-1])

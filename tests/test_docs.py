@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import processes
 import pytest
 from click.testing import CliRunner
 
@@ -69,13 +70,8 @@ def run_python_api_example(folder: Path) -> subprocess.CompletedProcess[str]:
     """Write the README's Python API example to ``folder`` and run it there in a fresh interpreter."""
     script = folder / "readme_example.py"
     script.write_text(python_api_example(), encoding="utf-8")
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=folder,
-        env=subprocess_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return processes.run(
+        [sys.executable, str(script)], cwd=folder, env=subprocess_environment(), text=True, timeout=300
     )
 
 
@@ -148,13 +144,8 @@ def test_the_sql_example_runs_on_the_python_api_example_database(tmp_path: Path)
 
 def test_the_demo_runs_on_the_default_database(tmp_path: Path) -> None:
     """``examples/demo.py`` runs without ``$SMALLAB_DB``, creates ``./smallab.db`` and reads results back."""
-    process = subprocess.run(
-        [sys.executable, str(DEMO)],
-        cwd=tmp_path,
-        env=subprocess_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    process = processes.run(
+        [sys.executable, str(DEMO)], cwd=tmp_path, env=subprocess_environment(), text=True, timeout=300
     )
     assert process.returncode == 0, process.stderr
     database = tmp_path / "smallab.db"

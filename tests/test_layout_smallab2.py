@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import processes
 from smallab.experiment_types.experiment import Experiment as SmallabExperiment
 from smallab.runner.runner import ExperimentRunner as SmallabRunner
 from smallab.runner_implementations.main_process_runner import MainRunner
@@ -94,12 +94,11 @@ def smallab_231(arguments: list[str]) -> None:
 def run_smallab_231(tmp_path: Path, *arguments: str) -> None:
     """Run :func:`smallab_231` in a subprocess in ``tmp_path``; smallab 2.3.1 logs and swallows fatal errors."""
     python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    process = subprocess.run(
+    process = processes.run(
         [sys.executable, "-c", "import sys, test_layout_smallab2; test_layout_smallab2.smallab_231(sys.argv[1:])"]
         + list(arguments),
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": python_path},
-        capture_output=True,
         text=True,
         timeout=300,
     )
@@ -252,7 +251,7 @@ def test_read_batch_reads_a_tree_smallab_231_wrote(tmp_path: Path) -> None:
 
 
 def test_read_batch_reads_classes_of_a_script_that_dill_pickled_by_value(tmp_path: Path) -> None:
-    pickled = subprocess.run([sys.executable, "-c", DILL_SCRIPT], capture_output=True, check=True, timeout=60).stdout
+    pickled = processes.run([sys.executable, "-c", DILL_SCRIPT], check=True, timeout=60).stdout
     run_folder = tmp_path / "experiments" / "run"
     run_folder.mkdir(parents=True)
     (run_folder / "run.pkl").write_bytes(pickled)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import processes
 import pytest
 from alembic import command
 from workloads import Square
@@ -101,7 +101,7 @@ def test_an_empty_schema_on_another_tool_s_database_is_added_beside_its_tables(s
 
 def test_alembic_runs_the_migrations_from_a_checkout(tmp_path: Path) -> None:
     path = tmp_path / "checkout.db"
-    subprocess.run(
+    processes.run(
         [
             sys.executable,
             "-m",
@@ -114,18 +114,18 @@ def test_alembic_runs_the_migrations_from_a_checkout(tmp_path: Path) -> None:
             "head",
         ],
         check=True,
-        capture_output=True,
         cwd=tmp_path,
+        timeout=120,
     )
     assert stored_revision(str(path)) == [head_revision()]
 
 
 def test_the_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
-    subprocess.run(
+    processes.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPOSITORY)],
         check=True,
-        capture_output=True,
         cwd=tmp_path,
+        timeout=240,
     )
     (wheel,) = tmp_path.glob("smallab_db-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

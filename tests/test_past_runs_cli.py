@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 import sqlalchemy
 from cli_checks import assert_clean_error
@@ -93,9 +94,7 @@ def invoke(*arguments: str, env: dict[str, str | None] | None = None, input: str
 def run_script(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed ``smallab-db`` script in a real subprocess, without ``$SMALLAB_DB`` or ``$PYTHONPATH``."""
     environment = {key: value for key, value in os.environ.items() if key not in ("SMALLAB_DB", "PYTHONPATH")}
-    return subprocess.run(
-        [str(SCRIPT), *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
-    )
+    return processes.run([str(SCRIPT), *arguments], cwd=cwd, env=environment, text=True, timeout=120)
 
 
 def assert_ok(result: Result) -> str:
@@ -488,12 +487,11 @@ def test_show_a_pickle_only_result_does_not_unpickle_it(tmp_path: Path) -> None:
         ]
     [(blob, result_json)] = sqlite_rows(path, "SELECT result, result_json FROM runs")
     assert result_json is None
-    control = subprocess.run(
+    control = processes.run(
         [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
         input=blob,
         cwd=tmp_path,
         env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-        capture_output=True,
         timeout=60,
     )
     assert control.returncode != 0, control.stderr

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,11 +51,11 @@ def test_hash_is_stable_across_processes_with_different_hash_seeds() -> None:
     )
     hashes = set()
     for hash_seed in ("1", "2", "12345"):
-        completed = subprocess.run(
+        completed = processes.run(
             [sys.executable, "-c", program, json.dumps(specification)],
-            capture_output=True,
             text=True,
             check=True,
+            timeout=60,
             env={"PYTHONHASHSEED": hash_seed, "PATH": "/usr/bin:/bin"},
             cwd=TESTS.parent.parent,
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 from workloads import FailOnOdd, NotADict, Square, Unpicklable
 
@@ -127,7 +128,7 @@ def test_results_that_no_longer_unpickle_are_named_and_the_rest_returned(tmp_pat
         """
     )
     environment = {**os.environ, "PYTHONPATH": str(module_folder)}
-    subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path, env=environment, capture_output=True)
+    processes.run([sys.executable, "-c", program], check=True, cwd=tmp_path, env=environment, timeout=120)
     runner = ExperimentRunner(database)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -169,7 +170,7 @@ def shared_folder() -> Iterator[Path]:
 
 def as_nobody(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a command as the unprivileged user nobody."""
-    return subprocess.run([*NOBODY, *arguments], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return processes.run([*NOBODY, *arguments], cwd=cwd, text=True, timeout=120)
 
 
 OPEN_AS_NOBODY = (
@@ -244,6 +245,6 @@ def test_a_result_of_a_class_from_the_script_names_the_fix_under_worker_processe
             """
         )
     )
-    completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    completed = processes.run([sys.executable, str(script)], cwd=tmp_path, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "class defined in your script (__main__); move that class into a module" in completed.stdout

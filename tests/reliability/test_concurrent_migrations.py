@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import sqlalchemy as sa
 
 from smallab_db.database import resolve_url
@@ -22,8 +23,8 @@ OPEN_A_RUNNER = (
 
 def race(commands: list[list[str]], cwd: Path) -> None:
     """Start every command at once and require each to succeed."""
-    processes = [subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True) for command in commands]
-    for process in processes:
+    started = [processes.spawn(command, cwd=cwd, stderr=subprocess.PIPE, text=True) for command in commands]
+    for process in started:
         _, error = process.communicate(timeout=120)
         assert process.returncode == 0, error
         assert "Traceback" not in error

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from runner_processes import kill_group, start_runner, statuses
+from processes import kill_group
+from runner_processes import start_runner, statuses
 from workloads import executions, finish_times
 
 COUNT = 60

@@ -7,7 +7,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from runner_processes import kill_group, start_runner, statuses, wait_for_completed
+from processes import kill_group
+from runner_processes import start_runner, statuses, wait_for_completed
 from workloads import executions
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import processes
 from runner_processes import start_runner, statuses, wait_for_completed
 from workloads import Square, executions
 
@@ -51,7 +51,7 @@ def test_a_live_claim_of_another_host_is_left_alone(sqlite_path: str) -> None:
 
 
 def test_a_dead_process_on_this_host_is_reclaimed_at_once(sqlite_path: str) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = processes.spawn([sys.executable, "-c", "pass"])
     dead.wait()
     runner = ExperimentRunner(sqlite_path)
     claim_as(runner, "orphans", Owner(lease_seconds=600, pid=dead.pid), 3)
