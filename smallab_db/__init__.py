@@ -13,14 +13,16 @@ from smallab_db.errors import (
     SchemaError,
     SmallabError,
     SpecError,
+    TransientDatabaseError,
     UnreadableResultWarning,
     UsageError,
     WorkerDiedError,
 )
 from smallab_db.experiment import Experiment
 from smallab_db.generators import MultiComputerGenerator, SpecificationGenerator
-from smallab_db.runner import ExperimentRunner, RunSummary
+from smallab_db.runner import ExperimentRunner
 from smallab_db.specification import specification_hash
+from smallab_db.summary import RunSummary
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ __all__ = [
     "ExperimentError",
     "UsageError",
     "DatabaseError",
+    "TransientDatabaseError",
     "SchemaError",
     "ExportError",
     "RemoteExperimentError",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
-from smallab_db.store import Owner, RunStore
+from smallab_db.records import Owner, Specification
+from smallab_db.store import RunStore
 
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
 CLAIM_SECONDS = 0.25
@@ -20,27 +20,30 @@ class Claims:
 
     Runs it hands out stay "in flight" until :meth:`finish`; :meth:`release` returns in-flight and unhanded
     claims to pending. Before handing out a claimed run it makes sure the claim was confirmed (taken or renewed)
-    within the last two thirds of the lease, so that after a stall (a suspended machine) it never starts a run
-    another runner has reclaimed meanwhile.
+    within the last two thirds of the lease, renewing it through ``renew`` if not, so that after a stall (a
+    suspended machine) it never starts a run another runner has reclaimed meanwhile.
     """
 
-    def __init__(self, store: RunStore, batch_id: int, owner: Owner, parallelism: int) -> None:
+    def __init__(
+        self, store: RunStore, batch_id: int, owner: Owner, parallelism: int, renew: Callable[[], set[int]]
+    ) -> None:
         self._store = store
         self._batch_id = batch_id
         self._owner = owner
+        self._renew = renew
         self._min_chunk = max(1, parallelism)
-        self._buffer: deque[tuple[int, dict[str, Any]]] = deque()
-        self._in_flight: dict[int, dict[str, Any]] = {}
+        self._buffer: deque[tuple[int, Specification]] = deque()
+        self._in_flight: dict[int, Specification] = {}
         self._finished = 0
         self._started = time.monotonic()
         self._confirmed_at = self._started
         self._lock = threading.Lock()
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def __iter__(self) -> Iterator[tuple[int, Specification]]:
         while True:
             with self._lock:
                 if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
-                    self._keep_held(self._store.renew_lease(self._owner))
+                    self._keep_held(self._renew())
                 if not self._buffer:
                     self._buffer.extend(self._claim_more())
                     self._confirmed_at = time.monotonic()
@@ -50,13 +53,13 @@ class Claims:
                 self._in_flight[run_id] = specification
             yield run_id, specification
 
-    def finish(self, run_id: int) -> dict[str, Any]:
+    def finish(self, run_id: int) -> Specification:
         """Mark a handed-out run as finished and return its specification."""
         with self._lock:
             self._finished += 1
             return self._in_flight.pop(run_id)
 
-    def in_flight(self) -> list[tuple[int, dict[str, Any]]]:
+    def in_flight(self) -> list[tuple[int, Specification]]:
         """Return the runs handed out and not finished yet."""
         with self._lock:
             return list(self._in_flight.items())
@@ -71,15 +74,21 @@ class Claims:
         self._buffer = deque(pair for pair in self._buffer if pair[0] in held)
         self._confirmed_at = time.monotonic()
 
-    def release(self) -> None:
-        """Return every unfinished claim to pending."""
+    def release(self) -> int:
+        """Return every unfinished claim to pending, those never handed out without counting an execution.
+
+        Returns:
+            How many of them this object did not know of: claims whose taking committed although the connection
+            dropped before saying so (the claim was then taken again). They are pending again, to be run.
+        """
         with self._lock:
             unstarted = [run_id for run_id, _ in self._buffer]
+            known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()
             self._buffer.clear()
-        self._store.release(self._owner, unstarted)
+        return self._store.release(self._owner, unstarted) - known
 
-    def _claim_more(self) -> list[tuple[int, dict[str, Any]]]:
+    def _claim_more(self) -> list[tuple[int, Specification]]:
         claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
         if not claimed and self._store.reclaim_abandoned(self._batch_id, self._owner):
             claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())

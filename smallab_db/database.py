@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import urllib.parse
@@ -12,8 +11,9 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError
 
+from smallab_db.codec import serialize_json
 from smallab_db.errors import DatabaseError
 
 DEFAULT_DATABASE = "smallab.db"
@@ -21,17 +21,6 @@ DATABASE_ENV = "SMALLAB_DB"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 BEGIN_MODE_OPTION = "smallab_sqlite_begin"
-
-
-class JSONText(str):
-    """JSON text that is already serialised: stored as it is instead of being serialised again."""
-
-
-def serialize_json(value: Any) -> str:
-    """The engines' JSON serialiser: passes :class:`JSONText` through, serialises anything else."""
-    if type(value) is JSONText:
-        return value
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def resolve_url(database: str | os.PathLike[str] | URL | None = None) -> URL:
@@ -68,7 +57,7 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def reason(error: SQLAlchemyError) -> object:
+def reason(error: BaseException) -> object:
     """The driver's own error behind a SQLAlchemy error, which says what went wrong without SQLAlchemy's noise."""
     return getattr(error, "orig", None) or error
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator
-from datetime import UTC, datetime
 from typing import Any
 
 import joblib.parallel
@@ -14,8 +13,9 @@ from joblib.parallel import ParallelBackendBase
 
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
-from smallab_db.execution import Outcome, execute, failure
-from smallab_db.experiment import ExperimentMain
+from smallab_db.execution import execute, failure
+from smallab_db.experiment import ExperimentMain, Specification
+from smallab_db.records import Outcome, utc_now
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
 _CAUSES = {
@@ -74,9 +74,9 @@ def outcomes(
                 yield _execute_alone(main, run_id, specification)
 
 
-def _execute_alone(main: ExperimentMain, run_id: int, specification: dict[str, Any]) -> Outcome:
+def _execute_alone(main: ExperimentMain, run_id: int, specification: Specification) -> Outcome:
     """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
-    started_at = datetime.now(UTC)
+    started_at = utc_now()
     try:
         (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, run_id, specification, True)])
     except TerminatedWorkerError as error:

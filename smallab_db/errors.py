@@ -19,6 +19,11 @@ class DatabaseError(SmallabError):
     """The database cannot be opened, read or written."""
 
 
+class TransientDatabaseError(DatabaseError):
+    """The connection dropped or the database stayed busy; the same operation may succeed later. smallab-db retries
+    these with backoff before raising one."""
+
+
 class SchemaError(DatabaseError):
     """The database schema is not the one this version of smallab-db uses."""
 
@@ -40,7 +45,8 @@ class WorkerDiedError(SmallabError):
 
 
 class ResultNotStoredError(SmallabError):
-    """The database refused a run's outcome (for example a result over its size limit); the run is marked failed."""
+    """The database refused a run's outcome (for example a result over its size limit); the run is stored as failed
+    with this error instead."""
 
 
 class RemoteExperimentError(SmallabError):

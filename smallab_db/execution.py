@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import traceback
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
+from smallab_db.codec import queryable_json, storable_text
 from smallab_db.errors import ExperimentError, RemoteExperimentError
 from smallab_db.experiment import ExperimentMain, Specification
-
-
-class ExperimentTraceback(Exception):
-    """The traceback of an experiment's exception, kept as text and attached as the exception's ``__cause__``."""
-
-    def __str__(self) -> str:
-        return f"\n\n{self.args[0]}"
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What running one specification produced: a pickled result, or an error with its traceback."""
-
-    run_id: int
-    started_at: datetime
-    finished_at: datetime
-    result_pickle: bytes | None = None
-    result_json: str | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    traceback: str | None = None
-    exception: BaseException | None = None
-    result: dict[str, Any] | None = None
-    executions: int = 1  # more than 1 when a worker died and the run was executed again alone
-
-    @property
-    def failed(self) -> bool:
-        """Whether the run failed."""
-        return self.error_type is not None
-
-    def raised(self) -> BaseException:
-        """Return the exception of a failed run, with the worker's traceback attached when it lost its own."""
-        assert self.exception is not None, "only a failed outcome has an exception"
-        if self.exception.__traceback__ is None and self.exception.__cause__ is None and self.traceback:
-            self.exception.__cause__ = ExperimentTraceback(self.traceback)
-        return self.exception
+from smallab_db.records import Outcome, utc_now
 
 
 def execute(main: ExperimentMain, run_id: int, specification: Specification, in_worker: bool) -> Outcome:
@@ -59,7 +22,7 @@ def execute(main: ExperimentMain, run_id: int, specification: Specification, in_
         in_worker: the outcome travels back from another process, so it must not carry the result object twice
             nor an exception that cannot be pickled.
     """
-    started_at = datetime.now(UTC)
+    started_at = utc_now()
     try:
         result = main(specification)
         if not isinstance(result, dict):
@@ -76,21 +39,11 @@ def execute(main: ExperimentMain, run_id: int, specification: Specification, in_
     return Outcome(
         run_id=run_id,
         started_at=started_at,
-        finished_at=datetime.now(UTC),
+        finished_at=utc_now(),
         result_pickle=result_pickle,
-        result_json=result_json_text(result),
+        result_json=queryable_json(result),
         result=None if in_worker else result,
     )
-
-
-def result_json_text(result: dict[str, Any]) -> str | None:
-    """Return the result as JSON text when it is JSON-serialisable (what ``result_json`` stores), else None."""
-    try:
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")  # a lone surrogate in a string serialises, but no database can store it
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        return None
-    return text
 
 
 def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:
@@ -99,16 +52,16 @@ def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: 
     The traceback is kept as text and dropped from the exception, so that the frames of ``main`` and their locals
     are not kept alive until the batch ends (:meth:`Outcome.raised` attaches the text again).
     """
-    error_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
-    message = _storable(str(error))
-    text = _storable("".join(traceback.format_exception(error)))
+    error_type = storable_text(f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."))
+    message = storable_text(_text_of(error))
+    text = storable_text("".join(traceback.format_exception(error)))
     _drop_tracebacks(error)
     if in_worker and not _survives_pickling(error):
         error = RemoteExperimentError(f"{error_type}: {message}")
     return Outcome(
         run_id=run_id,
         started_at=started_at,
-        finished_at=datetime.now(UTC),
+        finished_at=utc_now(),
         error_type=error_type,
         error_message=message,
         traceback=text,
@@ -129,9 +82,12 @@ def _unpicklable_result_message(error: Exception) -> str:
     )
 
 
-def _storable(text: str) -> str:
-    """Text a database can store: PostgreSQL's text cannot hold NUL characters."""
-    return text.replace("\x00", "\\x00")
+def _text_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the exception's ``__str__`` itself raises."""
+    try:
+        return str(error)
+    except Exception as broken:
+        return f"<the message of this {type(error).__name__} could not be read: {type(broken).__name__}>"
 
 
 def _drop_tracebacks(error: BaseException | None, seen: set[int] | None = None) -> None:

@@ -9,12 +9,13 @@ from itertools import islice
 from pathlib import Path
 
 from smallab_db.batches import check_batch_name
+from smallab_db.codec import canonical_json, queryable_json
 from smallab_db.errors import SpecError, UsageError
-from smallab_db.execution import result_json_text
 from smallab_db.layouts import LAYOUTS, Layout
 from smallab_db.layouts.records import FoundRun, Unreadable
-from smallab_db.specification import canonical_json, hash_canonical, validate_specification
-from smallab_db.store import ImportedRun, RunStore
+from smallab_db.records import ImportedRun
+from smallab_db.specification import hash_canonical, validate_specification
+from smallab_db.store import RunStore
 
 IMPORT_CHUNK = 500
 
@@ -76,4 +77,4 @@ def _importable(found: Iterator[FoundRun | Unreadable], report: ImportReport) ->
             report.unreadable.append(Unreadable(item.path, str(error)))
             continue
         canonical = canonical_json(item.specification)
-        yield ImportedRun(hash_canonical(canonical), canonical, result_pickle, result_json_text(item.result))
+        yield ImportedRun(hash_canonical(canonical), canonical, result_pickle, queryable_json(item.result))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -16,10 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import (
-    SQLITE_BUSY_TIMEOUT_MS,
     create_engine,
     create_read_only_engine,
     describe,
@@ -28,8 +25,7 @@ from smallab_db.database import (
 )
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.schema import VERSION_TABLE
-
-T = TypeVar("T")
+from smallab_db.transient import is_busy, retry_transient
 
 # An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrations.
 _POSTGRES_MIGRATION_LOCK = 0x5A11AB
@@ -108,7 +104,7 @@ def upgrade(engine: Engine) -> str:
                 command.upgrade(alembic_config(connection), "head")
 
     try:
-        retry_while_locked(upgrade_under_lock)
+        retry_transient(upgrade_under_lock, f"migrating {describe(url)}", is_busy)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot migrate {describe(url)}: {reason(error)}") from error
     return head_revision()
@@ -141,7 +137,8 @@ def ensure_schema(engine: Engine) -> None:
 
 
 def _stored_revision(engine: Engine) -> str | None:
-    """Read the schema revision, waiting out SQLite's transient locks.
+    """Read the schema revision, waiting out transient errors: while several processes open a brand-new SQLite file
+    at once (one switching it to WAL, another building the schema), a read can be refused at once as locked.
 
     Raises:
         DatabaseError: the database cannot be read.
@@ -152,7 +149,7 @@ def _stored_revision(engine: Engine) -> str | None:
             return current_revision(connection)
 
     try:
-        return retry_while_locked(read_revision)
+        return retry_transient(read_revision, f"reading the schema revision of {describe(engine.url)}", is_busy)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot open {describe(engine.url)}: {reason(error)}") from error
 
@@ -163,24 +160,6 @@ def _needs_migrate(url: URL, revision: str | None) -> SchemaError:
         f"database {describe(url)} {found} but this smallab-db needs {head_revision()}: "
         f"run `smallab-db migrate {describe(url)}`"
     )
-
-
-def retry_while_locked(operation: Callable[[], T]) -> T:
-    """Run ``operation``, again after a pause while SQLite says the database is locked, for up to two minutes.
-
-    SQLite's busy timeout covers most waits, but not all: while several processes open a brand-new file at once
-    (one switching it to WAL, another building the schema), a read can be refused at once.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    pause = 0.01
-    while True:
-        try:
-            return operation()
-        except OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
 
 
 def _refuse_unknown(revision: str | None, url: URL) -> None:

@@ -11,8 +11,9 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import describe, read_only, reason
-from smallab_db.errors import DatabaseError
+from smallab_db.errors import DatabaseError, TransientDatabaseError
 from smallab_db.schema import COMPLETED, batches, runs
+from smallab_db.transient import is_transient
 
 
 class RunQueries:
@@ -112,7 +113,13 @@ class RunQueries:
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
+        """Raise the database's errors as :class:`DatabaseError`, or :class:`TransientDatabaseError` for those a
+        retry may get past; a value the driver cannot send (text it cannot encode, an integer too large) is a
+        :class:`DatabaseError` too."""
         try:
             yield
         except SQLAlchemyError as error:
-            raise DatabaseError(f"database {describe(self.engine.url)} failed: {reason(error)}") from error
+            kind = TransientDatabaseError if is_transient(error) else DatabaseError
+            raise kind(f"database {describe(self.engine.url)} failed: {reason(error)}") from error
+        except (UnicodeError, OverflowError) as error:
+            raise DatabaseError(f"database {describe(self.engine.url)} refused a value: {error}") from error

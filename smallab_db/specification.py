@@ -8,21 +8,18 @@ UTF-8. Changing it needs a migration.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from smallab_db.codec import canonical_json
 from smallab_db.errors import SpecError
 
 HASH_SCHEME = "sha256-canonical-json-v1"
 
 _SCALARS = (str, int, float, bool, type(None))
-
-
-def canonical_json(specification: dict[str, Any]) -> str:
-    """Return the canonical JSON text of an already validated specification."""
-    return json.dumps(specification, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Deeper specifications are refused: JSON encoders and database JSON functions recurse once per level.
+MAX_NESTING = 100
 
 
 def hash_canonical(canonical: str) -> str:
@@ -85,33 +82,47 @@ def hashed(specifications: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]
         yield hash_canonical(canonical), canonical
 
 
-def _first_problem(value: Any, path: str) -> tuple[str, str] | None:
-    """Return ``(key path, message)`` of the first value a JSON round trip would change, else None."""
+def _first_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """Return ``(key path, message)`` of the first value a JSON round trip would change or that a database cannot
+    store and query, else None."""
     kind = type(value)
+    if kind in (dict, list) and depth >= MAX_NESTING:
+        return path, f"it is nested more than {MAX_NESTING} levels deep; flatten the specification"
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 return path, f"key {key!r} is a {type(key).__name__}; JSON keys must be strings"
-            if not _is_utf8(key):
-                return path, f"key {key!r} holds a lone surrogate, which UTF-8 cannot encode"
-            problem = _first_problem(item, f"{path}.{key}" if path else key)
+            key_problem = _text_problem(key, f"key {key!r:.80}")
+            if key_problem is not None:
+                return path, key_problem
+            problem = _first_problem(item, f"{path}.{key}" if path else key, depth + 1)
             if problem is not None:
                 return problem
         return None
     if kind is list:
         for index, item in enumerate(value):
-            problem = _first_problem(item, f"{path}[{index}]")
+            problem = _first_problem(item, f"{path}[{index}]", depth + 1)
             if problem is not None:
                 return problem
         return None
     if kind is float and not math.isfinite(value):
         return path, f"{value!r} is not a finite number; JSON has no NaN or infinity"
-    if kind is str and not _is_utf8(value):
-        return path, f"{value!r:.80} holds a lone surrogate (an undecodable file name?), which UTF-8 cannot encode"
+    if kind is str:
+        text_problem = _text_problem(value, f"{value!r:.80}")
+        return None if text_problem is None else (path, text_problem)
     if kind in _SCALARS:
         return None
     hint = " (use a list)" if kind in (tuple, set, frozenset) else ""
     return path, f"{value!r:.80} is a {kind.__name__}, which JSON cannot hold unchanged{hint}"
+
+
+def _text_problem(text: str, shown: str) -> str | None:
+    """Say why a string cannot be stored as it is in a specification, else None."""
+    if "\x00" in text:
+        return f"{shown} holds a NUL character, which PostgreSQL cannot query in JSON; remove it or encode the bytes"
+    if not _is_utf8(text):
+        return f"{shown} holds a lone surrogate (an undecodable file name?), which UTF-8 cannot encode"
+    return None
 
 
 def _is_utf8(text: str) -> bool:

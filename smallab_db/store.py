@@ -2,60 +2,39 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import threading
+from collections.abc import Callable, Collection, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from smallab_db import liveness
-from smallab_db.database import JSONText
+from smallab_db.codec import JSONText
+from smallab_db.database import describe
 from smallab_db.errors import DatabaseError, SchemaError
-from smallab_db.execution import Outcome
 from smallab_db.queries import RunQueries
+from smallab_db.records import Fate, ImportedRun, Outcome, Owner, Specification, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, runs
 from smallab_db.specification import HASH_SCHEME
+from smallab_db.transient import retry_transient
 
-
-def utc_now() -> datetime:
-    """Return the current time in UTC, as stored in every timestamp column."""
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a claim: host, node and pid for a quick liveness check, a token that only this runner knows."""
-
-    lease_seconds: float
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    node: str = field(default_factory=liveness.this_node)
-
-
-@dataclass(frozen=True)
-class ImportedRun:
-    """A completed run brought in from a folder tree."""
-
-    spec_hash: str
-    canonical: str
-    result_pickle: bytes
-    result_json: str | None
+T = TypeVar("T")
 
 
 class RunStore(RunQueries):
-    """The one place that writes rows (and, through :class:`RunQueries`, reads them), over one engine. Methods
-    are safe to call from several threads."""
+    """The one place that writes rows (and, through :class:`RunQueries`, reads them), over one engine.
+
+    Methods are safe to call from several threads: the writes of one store take turns on a lock of this process
+    (so its own threads never wait in SQLite's busy handler), and each is retried whole while it fails with a
+    transient error (a dropped connection, a busy database).
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
+        self._write_lock = threading.Lock()
         self._record = (
             update(runs)
             .where(
@@ -86,10 +65,14 @@ class RunStore(RunQueries):
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
         """
         new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
-        with self._writing() as connection:
+
+        def transaction(connection: Connection) -> tuple[int, str]:
             connection.execute(self._insert_ignoring_duplicates(batches, new))
             query = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
             batch_id, scheme = connection.execute(query).one()
+            return batch_id, scheme
+
+        batch_id, scheme = self._write(transaction, f"creating batch {name!r}")
         if scheme != HASH_SCHEME:
             raise SchemaError(
                 f"batch {name!r} hashes specifications with {scheme!r} but this smallab-db uses {HASH_SCHEME!r}: "
@@ -99,7 +82,7 @@ class RunStore(RunQueries):
 
     # -- registering specifications ------------------------------------------------------------------------------
 
-    def register(self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool) -> int:
+    def register(self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool) -> list[int]:
         """Insert missing specifications as pending and queue finished ones again as asked.
 
         Args:
@@ -108,19 +91,22 @@ class RunStore(RunQueries):
             rerun_all: queue completed runs again too, not only failed ones.
 
         Returns:
-            How many of them are completed and will be skipped.
+            The ids of the runs among them that are completed and stay so (none when ``rerun_all``).
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
         known = select(runs.c.id, runs.c.spec_hash, runs.c.status).where(
             runs.c.batch_id == batch_id, runs.c.spec_hash.in_([spec_hash for spec_hash, _ in hashed])
         )
-        with self._writing() as connection:
-            status_of: dict[str, str] = {}
-            requeue_ids = []
+
+        def transaction(connection: Connection) -> list[int]:
+            registered: set[str] = set()
+            requeue_ids, completed_ids = [], []
             for run_id, spec_hash, status in connection.execute(known):
-                status_of[spec_hash] = status
+                registered.add(spec_hash)
                 if status in requeued:
                     requeue_ids.append(run_id)
+                elif status == COMPLETED:
+                    completed_ids.append(run_id)
             now = utc_now()
             missing = [
                 {
@@ -132,14 +118,16 @@ class RunStore(RunQueries):
                     "created_at": now,
                 }
                 for spec_hash, canonical in dict(hashed).items()
-                if spec_hash not in status_of
+                if spec_hash not in registered
             ]
             if missing:
                 connection.execute(self._insert_ignoring_duplicates(runs), missing)
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
                 requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
                 connection.execute(requeue.values(status=PENDING))
-        return 0 if rerun_all else sum(status == COMPLETED for status in status_of.values())
+            return completed_ids
+
+        return self._write(transaction, "registering specifications")
 
     def import_completed(self, batch_id: int, found: Sequence[ImportedRun]) -> int:
         """Store runs found elsewhere as completed, unless the batch already has them completed or running.
@@ -151,7 +139,8 @@ class RunStore(RunQueries):
         known = select(runs.c.id, runs.c.spec_hash, runs.c.status).where(
             runs.c.batch_id == batch_id, runs.c.spec_hash.in_(list(unique))
         )
-        with self._writing() as connection:
+
+        def transaction(connection: Connection) -> int:
             status_of = {spec_hash: (run_id, status) for run_id, spec_hash, status in connection.execute(known)}
             missing = [
                 {
@@ -192,24 +181,28 @@ class RunStore(RunQueries):
                     ),
                     unfinished,
                 )
-        return len(missing) + len(unfinished)
+            return len(missing) + len(unfinished)
+
+        return self._write(transaction, "importing runs")
 
     def requeue_failed(self, batch_id: int) -> int:
         """Put the batch's failed runs back to pending; return how many."""
-        with self._writing() as connection:
-            statement = update(runs).where(runs.c.batch_id == batch_id, runs.c.status == FAILED)
-            return connection.execute(statement.values(status=PENDING)).rowcount
+        statement = update(runs).where(runs.c.batch_id == batch_id, runs.c.status == FAILED).values(status=PENDING)
+        return self._write(lambda connection: connection.execute(statement).rowcount, "requeuing failed runs")
 
     def delete_batch(self, batch_id: int) -> int:
         """Delete a batch and all its runs; return how many runs were deleted."""
-        with self._writing() as connection:
+
+        def transaction(connection: Connection) -> int:
             deleted = connection.execute(delete(runs).where(runs.c.batch_id == batch_id)).rowcount
             connection.execute(delete(batches).where(batches.c.id == batch_id))
             return deleted
 
+        return self._write(transaction, "deleting a batch")
+
     # -- claims --------------------------------------------------------------------------------------------------
 
-    def claim(self, batch_id: int, owner: Owner, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    def claim(self, batch_id: int, owner: Owner, limit: int) -> list[tuple[int, Specification]]:
         """Atomically mark up to ``limit`` pending runs of the batch as running for ``owner``.
 
         Returns:
@@ -238,22 +231,21 @@ class RunStore(RunQueries):
             )
             .returning(runs.c.id, runs.c.specification)
         )
-        liveness.hold(owner.token)
-        with self._writing() as connection:
-            claimed = [(row.id, row.specification) for row in connection.execute(statement)]
-        claimed.sort(key=lambda pair: pair[0])
-        return claimed
+
+        def transaction(connection: Connection) -> list[tuple[int, Specification]]:
+            return sorted((row.id, row.specification) for row in connection.execute(statement))
+
+        return self._write(transaction, "claiming runs")
 
     def renew_lease(self, owner: Owner) -> set[int]:
         """Push back the lease of every run ``owner`` still holds; return their ids (a lost claim is missing)."""
-        with self._writing() as connection:
-            renewed = connection.execute(
-                update(runs)
-                .where(runs.c.claim_token == owner.token, runs.c.status == RUNNING)
-                .values(lease_expires_at=self._lease_end(owner))
-                .returning(runs.c.id)
-            )
-            return set(renewed.scalars())
+        statement = (
+            update(runs)
+            .where(runs.c.claim_token == owner.token, runs.c.status == RUNNING)
+            .values(lease_expires_at=self._lease_end(owner))
+            .returning(runs.c.id)
+        )
+        return self._write(lambda connection: set(connection.execute(statement).scalars()), "renewing the lease")
 
     def reclaim_abandoned(self, batch_id: int, owner: Owner) -> int:
         """Return to pending the batch's running runs whose owner is gone; return how many.
@@ -271,7 +263,8 @@ class RunStore(RunQueries):
                 runs.c.claim_node == owner.node,
             )
         )
-        with self._writing() as connection:
+
+        def transaction(connection: Connection) -> int:
             running = connection.execute(running_here)
             dead_tokens = [token for pid, token in running if not liveness.owner_alive(pid, token)]
             abandoned = or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
@@ -282,21 +275,26 @@ class RunStore(RunQueries):
             )
             return result.rowcount
 
-    def release(self, owner: Owner, unstarted: Sequence[int]) -> None:
-        """Return every unfinished claim of ``owner`` to pending; the ``unstarted`` ones are not counted as executed."""
+        return self._write(transaction, "reclaiming abandoned runs")
+
+    def release(self, owner: Owner, unstarted: Collection[int]) -> int:
+        """Return every unfinished claim of ``owner`` to pending; the ``unstarted`` ones are not counted as executed.
+
+        Returns:
+            How many claims were returned, ``unstarted`` ones included.
+        """
         released = {"status": PENDING, "claim_token": None, "lease_expires_at": None}
         held = (runs.c.claim_token == owner.token) & (runs.c.status == RUNNING)
-        try:
-            with self._writing() as connection:
-                if unstarted:
-                    connection.execute(
-                        update(runs)
-                        .where(held, runs.c.id.in_(unstarted))
-                        .values(attempts=runs.c.attempts - 1, **released)
-                    )
-                connection.execute(update(runs).where(held).values(**released))
-        finally:
-            liveness.let_go(owner.token)
+
+        def transaction(connection: Connection) -> int:
+            count = 0
+            if unstarted:
+                count = connection.execute(
+                    update(runs).where(held, runs.c.id.in_(unstarted)).values(attempts=runs.c.attempts - 1, **released)
+                ).rowcount
+            return count + connection.execute(update(runs).where(held).values(**released)).rowcount
+
+        return self._write(transaction, "releasing claims")
 
     def _now(self) -> Any:
         """The time leases are compared with: the server's clock on PostgreSQL, shared by every host."""
@@ -307,14 +305,21 @@ class RunStore(RunQueries):
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
-    def record(self, owner: Owner, outcomes: Sequence[Outcome]) -> list[int]:
-        """Store finished runs held by ``owner`` in one transaction.
+    def record(self, owner: Owner, outcomes: Sequence[Outcome]) -> dict[int, Fate]:
+        """Store finished runs held by ``owner`` in one transaction; an outcome is stored only while ``owner`` still
+        holds the run's claim.
 
         Returns:
-            The ids whose claim another runner had taken over: their outcome was refused and not stored.
+            The runs whose outcome was not stored, each with why: its claim was lost (taken over, or the run put
+            back to pending) or the run was deleted meanwhile. Every other outcome is stored.
+
+        Raises:
+            DatabaseError: the database refused the group (nothing of it is stored).
+            TransientDatabaseError: the connection dropped, or the database stayed busy, for longer than the
+                retries cover.
         """
         if not outcomes:
-            return []
+            return {}
         parameters = [
             {
                 "b_id": outcome.run_id,
@@ -331,23 +336,33 @@ class RunStore(RunQueries):
             }
             for outcome in outcomes
         ]
-        with self._writing() as connection:
-            stored = connection.execute(self._record, parameters).rowcount
-            if stored == len(parameters):
-                return []
-            ids = [outcome.run_id for outcome in outcomes]
-            refused = select(runs.c.id).where(
-                runs.c.id.in_(ids), or_(runs.c.claim_token.is_(None), runs.c.claim_token != owner.token)
-            )
-            return list(connection.execute(refused).scalars())
+        ids = [outcome.run_id for outcome in outcomes]
+        now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
+
+        def transaction(connection: Connection) -> dict[int, Fate]:
+            if connection.execute(self._record, parameters).rowcount == len(parameters):
+                return {}
+            not_stored = dict.fromkeys(ids, Fate.DELETED)
+            for run_id, token, status in connection.execute(now_held):
+                if token == owner.token and status in (COMPLETED, FAILED):
+                    del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost
+                else:
+                    not_stored[run_id] = Fate.CLAIM_LOST
+            return not_stored
+
+        return self._write(transaction, "storing outcomes")
 
     # -- transactions --------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """A transaction that takes the write lock at once (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self._translated_errors(), self.engine.begin() as connection:
-            yield connection
+    def _write(self, transaction: Callable[[Connection], T], what: str) -> T:
+        """Run ``transaction(connection)`` in a transaction that takes the write lock at once (``BEGIN IMMEDIATE``
+        on SQLite), after this store's other writes; try it again whole while it fails with a transient error."""
+
+        def once() -> T:
+            with self._write_lock, self._translated_errors(), self.engine.begin() as connection:
+                return transaction(connection)
+
+        return retry_transient(once, f"{what} in {describe(self.engine.url)}")
 
     def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
         dialect = self.engine.dialect.name

@@ -14,12 +14,19 @@ from hypothesis import strategies as st
 
 from smallab_db import MultiComputerGenerator, SpecError, SpecificationGenerator, UsageError, specification_hash
 
+
+def storable_text(**bounds: int) -> st.SearchStrategy[str]:
+    """Text a specification may hold: anything but lone surrogates and NUL (refused: UTF-8 cannot encode the
+    former, PostgreSQL cannot query the latter in JSON)."""
+    return st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), **bounds)
+
+
 GRID = {"seed": [1, 2, 3], "size": [10, 20], "method": ["a", "b"], "fixed": "yes"}
 
 # Grids of a few keys, each a list of distinct choices (possibly empty) or a plain value.
 grids = st.dictionaries(
-    st.text(min_size=1, max_size=5),
-    st.lists(st.integers(-5, 5) | st.text(max_size=3), max_size=4, unique=True) | st.integers() | st.none(),
+    storable_text(min_size=1, max_size=5),
+    st.lists(st.integers(-5, 5) | storable_text(max_size=3), max_size=4, unique=True) | st.integers() | st.none(),
     max_size=4,
 )
 

@@ -35,7 +35,7 @@ AWKWARD = [
     {"..": "..", ".": "/"},
     {"unicode": "naïve ☃ 🐍 日本語", "ünï/cødé": "x"},
     {"long": "x" * 5000},
-    {"controls": "\x00\n\t\r", "empty": ""},
+    {"controls": "\x01\n\t\r", "empty": ""},
     {"nested": {"a/b": [1, 2.5, None, True, {"c:d": "e*f?"}]}},
     {"CON": "NUL", "aux.txt": "COM1"},  # names Windows reserves
 ]

@@ -27,6 +27,7 @@ DIALECTS = ("sqlite", "postgresql")
 BATCH = "doubling"
 SPECIFICATIONS = [{"seed": seed, "size": size} for seed in (1, 2, 3) for size in (10, 20)]
 FAILING = {"seed": 3, "size": 20}
+SLEEPS = {(3, 10): 0.3, (2, 20): 0.2, (2, 10): 0.1}  # (seed, size): seconds
 MESSAGE = "seed 3 with size 20 fails on purpose"
 DURATION_TOLERANCE = 0.002  # SQLite's julianday() keeps milliseconds; the runner stores microseconds
 
@@ -51,9 +52,10 @@ NAMES = sorted({name for name, _ in QUERIES})
 def doubling(specification: dict[str, Any]) -> dict[str, Any]:
     """The README's experiment, with one failure: ``seed * 2 + size / 100``, ValueError for seed 3 with size 20.
 
-    It sleeps ``(seed * 2 + size / 10) * 15 ms``, so that the runs' durations are distinct and known in order.
+    The three slowest runs sleep 0.3, 0.2 and 0.1 s, the others not at all: 100 ms apart, ten times more than a busy
+    machine's jitter, so the order of the durations is known.
     """
-    time.sleep((specification["seed"] * 2 + specification["size"] / 10) * 0.015)
+    time.sleep(SLEEPS.get((specification["seed"], specification["size"]), 0.0))
     if specification == FAILING:
         raise ValueError(MESSAGE)
     return {"number": specification["seed"] * 2 + specification["size"] / 100}
@@ -176,7 +178,7 @@ def test_slowest(database: Database) -> None:
         assert seconds == pytest.approx(durations[spec_hash], abs=DURATION_TOLERANCE)
     left_out = [seconds for spec_hash, seconds in durations.items() if spec_hash not in hashes]
     assert max(left_out) <= min(listed) + DURATION_TOLERANCE
-    slowest_first = [{"seed": 3, "size": 10}, {"seed": 2, "size": 20}, {"seed": 2, "size": 10}]  # by their sleeps
+    slowest_first = [{"seed": seed, "size": size} for seed, size in SLEEPS]  # by their sleeps
     assert [as_json(specification) for _, specification, _ in rows] == slowest_first
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,8 @@ from runner_processes import start_runner, statuses, wait_for_completed
 from workloads import Square, executions
 
 from smallab_db import ExperimentRunner
-from smallab_db.execution import Outcome
+from smallab_db.records import Fate, Outcome, Owner, utc_now
 from smallab_db.specification import hashed
-from smallab_db.store import Owner, utc_now
 
 
 def claim_as(runner: ExperimentRunner, batch: str, owner: Owner, count: int) -> list[int]:
@@ -38,7 +38,7 @@ def test_another_host_s_claims_are_reclaimed_after_the_lease_and_its_late_result
 
     now = utc_now()
     late = Outcome(run_id=claimed[0], started_at=now, finished_at=now, result_pickle=pickle.dumps({"square": -1}))
-    assert runner.store.record(foreign, [late]) == [claimed[0]]
+    assert runner.store.record(foreign, [late]) == {claimed[0]: Fate.CLAIM_LOST}
     assert runner.results("foreign")[0] == {"specification": {"seed": 0}, "result": {"square": 0}}
 
 
@@ -61,13 +61,29 @@ def test_a_dead_process_on_this_host_is_reclaimed_at_once(sqlite_path: str) -> N
     assert [attempts for _, attempts, _ in statuses(sqlite_path).values()] == [2, 2, 2]
 
 
+def freeze_outside_a_write(pid: int, database: str) -> None:
+    """Stop ``pid`` (SIGSTOP) at a moment it holds no SQLite write lock: frozen inside a write transaction, it would
+    make every other writer wait for SQLite's busy timeout, which no lease can shorten on one file."""
+    for _ in range(1000):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with sqlite3.connect(database, timeout=0, isolation_level=None) as probe:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # it holds the lock: let it finish its write and try again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+    raise AssertionError("the runner held the write lock at every one of 1000 tries")
+
+
 def test_a_runner_stalled_past_its_lease_starts_none_of_the_runs_taken_over(tmp_path: Path) -> None:
     """A runner frozen (SIGSTOP, as a suspended laptop) past its lease: another runner reclaims and finishes its
     runs; once thawed, it starts none of its lost claims, and its late result of the run in flight is refused."""
     database, markers, count = str(tmp_path / "stall.db"), tmp_path / "markers", 40
     stalled = start_runner(database, "stall", count, markers, "--sleep", "0.05", "--lease", "1")
     wait_for_completed(database, 3, stalled)
-    os.kill(stalled.pid, signal.SIGSTOP)
+    freeze_outside_a_write(stalled.pid, database)
     try:
         time.sleep(1.5)  # the lease lapses
         rescuer = start_runner(database, "stall", count, markers, "--lease", "1")

@@ -1,0 +1,136 @@
+"""One call of ``ExperimentRunner.run``: register the specifications, then claim, run, store and report the batch's
+pending runs until none is left."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from smallab_db import dispatch, specification
+from smallab_db.claims import Claims
+from smallab_db.experiment import ExperimentMain
+from smallab_db.hooks.calling import HookCaller
+from smallab_db.lease import LeaseKeeper
+from smallab_db.recorder import Recorder
+from smallab_db.records import Owner, Specification
+from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
+from smallab_db.schema import PENDING
+from smallab_db.store import RunStore
+from smallab_db.summary import RunSummary, Tally
+
+REGISTER_CHUNK = 500
+
+BatchHook = Callable[[list[Specification]], Any]
+BatchFailureHook = Callable[[list[BaseException], list[Specification]], Any]
+
+
+@dataclass
+class Hooks:
+    """The hooks a batch calls: per run as it is stored, and once when the call ends."""
+
+    on_specification_complete: SpecificationHook | None = None
+    on_specification_failure: FailureHook | None = None
+    on_batch_complete: BatchHook | None = None
+    on_batch_failure: BatchFailureHook | None = None
+
+
+@dataclass
+class BatchRun:
+    """The settings of one call of :meth:`ExperimentRunner.run`; :meth:`run` carries it out."""
+
+    store: RunStore
+    name: str
+    main: ExperimentMain
+    lease_seconds: float
+    num_parallel: int | None
+    backend: str | None
+    show_progress: bool
+    hooks: Hooks
+
+    def run(self, specifications: list[Specification], rerun_all: bool) -> RunSummary:
+        """Register ``specifications`` in the batch (validated already), run every pending run of the batch, and
+        return what was stored; the batch hooks are called at the end.
+
+        Raises:
+            DatabaseError: the database failed for longer than the retries cover; unfinished claims are released.
+            KeyboardInterrupt: after storing what finished and releasing the rest.
+        """
+        batch_id = self.store.ensure_batch(self.name)
+        tally = Tally(self._register(batch_id, specifications, rerun_all))
+        del specifications  # the runs are in the database now; free the list while the batch runs
+        hooks = HookCaller()
+        progress = tqdm(
+            total=self.store.count(batch_id, PENDING),
+            desc=self.name,
+            unit="run",
+            disable=not self.show_progress,
+            leave=True,
+        )
+        try:
+            while self._run_pending(batch_id, tally, progress, hooks):
+                pass
+        finally:
+            progress.close()
+        summary = tally.summary()
+        hooks.call(self.hooks.on_batch_complete, summary.completed)
+        if summary.failed:
+            hooks.call(self.hooks.on_batch_failure, summary.exceptions, summary.failed)
+        return summary
+
+    def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
+        """Insert the specifications in chunks; return the ids of those completed already."""
+        completed: list[int] = []
+        hashed = specification.hashed(specifications)
+        while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
+            completed += self.store.register(batch_id, chunk, rerun_all)
+        return completed
+
+    def _run_pending(self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller) -> bool:
+        """Claim and run pending runs until none is left, storing and reporting each as it finishes.
+
+        Returns:
+            Whether claims this call did not know of were found held at the end (their taking committed while the
+            connection dropped): they are pending again, so the caller runs once more.
+        """
+        owner = Owner(lease_seconds=self.lease_seconds)
+        keeper = LeaseKeeper(self.store, owner, on_renewal=lambda held: claims.retain(held))
+        parallelism = self.num_parallel or os.cpu_count() or 1
+        claims = Claims(self.store, batch_id, owner, parallelism, renew=keeper.renew)
+        reporter = Reporter(
+            tally, progress, self.hooks.on_specification_complete, self.hooks.on_specification_failure, hooks
+        )
+        recorder = Recorder(self.store, owner, on_verdict=reporter.deliver)
+        keeper.start()
+        outcomes = dispatch.outcomes(self.main, claims, self.num_parallel, self.backend)
+        unknown_claims = 0
+        interrupted = False
+        try:
+            for outcome in outcomes:
+                outcome.specification = claims.finish(outcome.run_id)
+                recorder.submit(outcome)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            outcomes.close()  # stops joblib's workers when leaving early
+            try:
+                recorder.close()
+            finally:
+                reporter.close()
+                try:
+                    unknown_claims = claims.release()
+                finally:
+                    keeper.stop()
+            if interrupted:
+                print(
+                    f"smallab-db: interrupted; {tally.completed} completed and {tally.failed} failed runs are "
+                    "stored, unfinished runs are pending again: run the same call again to resume",
+                    file=sys.stderr,
+                )
+        return unknown_claims > 0

@@ -1,0 +1,69 @@
+"""The one JSON and text codec: canonical specification JSON, the queryable JSON copy of results, and text that
+every supported database stores as it is (valid UTF-8, no NUL characters)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# PostgreSQL text cannot hold NUL, and its json operators (->>) fail on a "\u0000" escape; SQLite takes both.
+_NUL = "\x00"
+_NUL_IN_TEXT = "\\x00"  # how NUL shows in stored error text
+_NUL_IN_JSON = "\ufffd"  # what NUL becomes in the queryable JSON copy of a result (the pickle keeps the exact value)
+
+
+class JSONText(str):
+    """JSON text that is already serialised: stored as it is instead of being serialised again."""
+
+
+def serialize_json(value: Any) -> str:
+    """The engines' JSON serialiser: passes :class:`JSONText` through, serialises anything else."""
+    if type(value) is JSONText:
+        return value
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def canonical_json(specification: dict[str, Any]) -> str:
+    """Return the canonical JSON text of a validated specification: the text its hash is computed from."""
+    return json.dumps(specification, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def queryable_json(result: dict[str, Any]) -> str | None:
+    """Return the result as JSON text that SQLite and PostgreSQL can both store and query, or None when it is not
+    JSON (what ``result_json`` stores).
+
+    NUL characters in strings become U+FFFD in this copy; a lone surrogate, NaN, infinity, a non-string key or a
+    value JSON has no form for makes the result not JSON.
+    """
+    try:
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate serialises, but no database can store it
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    if "\\u0000" not in text:
+        return text
+    try:
+        return json.dumps(_without_nul(result), ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        return None
+
+
+def storable_text(text: str) -> str:
+    """Return ``text`` in a form every database stores unchanged: NUL shown as ``\\x00``, lone surrogates (an
+    undecodable file name, say) as ``\\udcxx`` escapes."""
+    if _NUL in text:
+        text = text.replace(_NUL, _NUL_IN_TEXT)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _without_nul(value: Any) -> Any:
+    """Return a copy of a JSON value whose strings (keys too) have NUL replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace(_NUL, _NUL_IN_JSON)
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value

@@ -1,0 +1,98 @@
+"""The records that travel between the steps of a batch: who holds a claim, what a run produced, and what became of
+it in the database."""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from smallab_db import liveness
+from smallab_db.experiment import Specification
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC, as stored in every timestamp column."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim: host, node and pid for a quick liveness check, a token that only this runner knows."""
+
+    lease_seconds: float
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    node: str = field(default_factory=liveness.this_node)
+
+
+class ExperimentTraceback(Exception):
+    """The traceback of an experiment's exception, kept as text and attached as the exception's ``__cause__``."""
+
+    def __str__(self) -> str:
+        return f"\n\n{self.args[0]}"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What running one specification produced: a pickled result, or an error with its traceback.
+
+    Workers fill in everything but ``specification``, which the calling process adds back.
+    """
+
+    run_id: int
+    started_at: datetime
+    finished_at: datetime
+    result_pickle: bytes | None = None
+    result_json: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    exception: BaseException | None = None
+    result: dict[str, Any] | None = None
+    executions: int = 1  # more than 1 when a worker died and the run was executed again alone
+    specification: Specification | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run failed."""
+        return self.error_type is not None
+
+    def raised(self) -> BaseException:
+        """Return the exception of a failed run, with the worker's traceback attached when it lost its own."""
+        assert self.exception is not None, "only a failed outcome has an exception"
+        if self.exception.__traceback__ is None and self.exception.__cause__ is None and self.traceback:
+            self.exception.__cause__ = ExperimentTraceback(self.traceback)
+        return self.exception
+
+
+class Fate(enum.Enum):
+    """What the database made of an outcome."""
+
+    STORED = "stored"  # as the outcome said: completed or failed
+    STORED_AS_FAILURE = "stored as failure"  # the database refused the outcome; a ResultNotStoredError took its place
+    CLAIM_LOST = "claim lost"  # another runner took the run over, or it was put back to pending: not stored
+    DELETED = "deleted"  # the run was deleted (smallab-db rm) while it ran: not stored
+
+
+@dataclass(slots=True)
+class Verdict:
+    """An outcome and its fate; for ``STORED_AS_FAILURE`` the outcome is the failure that was stored instead."""
+
+    outcome: Outcome
+    fate: Fate
+
+
+@dataclass(frozen=True)
+class ImportedRun:
+    """A completed run brought in from a folder tree."""
+
+    spec_hash: str
+    canonical: str
+    result_pickle: bytes
+    result_json: str | None

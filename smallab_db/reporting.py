@@ -1,0 +1,77 @@
+"""Reporting stored runs: the tally, the progress bar and the per-run hooks, in a thread of their own."""
+
+from __future__ import annotations
+
+import pickle
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+from smallab_db.hooks.calling import HookCaller
+from smallab_db.records import Fate, Specification, Verdict
+from smallab_db.summary import Tally
+
+SpecificationHook = Callable[[Specification, dict[str, Any]], Any]
+FailureHook = Callable[[BaseException, Specification], Any]
+_STOP = object()
+
+
+class Reporter:
+    """Counts each verdict in ``tally``, advances ``progress`` and calls the run's hook, in the order the runs were
+    stored, from a thread of its own: a slow hook (a mail server, say) never delays storing results.
+
+    Hooks see only what was stored: ``on_complete(specification, result)`` for a completed run,
+    ``on_failure(exception, specification)`` for a failed one; a run whose outcome was not stored calls neither.
+    """
+
+    def __init__(
+        self,
+        tally: Tally,
+        progress: tqdm[Any],
+        on_complete: SpecificationHook | None,
+        on_failure: FailureHook | None,
+        hooks: HookCaller,
+    ) -> None:
+        self._tally = tally
+        self._progress = progress
+        self._on_complete = on_complete
+        self._on_failure = on_failure
+        self._hooks = hooks
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="smallab-db-reporter", daemon=True)
+        self._thread.start()
+
+    def deliver(self, verdict: Verdict) -> None:
+        """Queue a verdict to report; called from the recorder's thread."""
+        if self._on_complete is None:  # nothing needs the result any more: do not keep it queued
+            verdict.outcome.result = None
+            verdict.outcome.result_pickle = None
+        self._queue.put(verdict)
+
+    def close(self) -> None:
+        """Report every queued verdict and stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (verdict := self._queue.get()) is not _STOP:
+            assert isinstance(verdict, Verdict)
+            self._report(verdict)
+
+    def _report(self, verdict: Verdict) -> None:
+        self._tally.add(verdict)
+        outcome = verdict.outcome
+        if verdict.fate in (Fate.STORED, Fate.STORED_AS_FAILURE):
+            if outcome.failed:
+                self._hooks.call(self._on_failure, outcome.raised(), outcome.specification)
+            elif self._on_complete is not None:
+                result = outcome.result
+                if result is None:
+                    assert outcome.result_pickle is not None
+                    result = pickle.loads(outcome.result_pickle)
+                self._hooks.call(self._on_complete, outcome.specification, result)
+        self._progress.update()
+        self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}", False)
