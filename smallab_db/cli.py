@@ -88,7 +88,7 @@ class PathParameter(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         if "\0" in str(value):
-            self.fail(f"{value!r:.160} holds a NUL character, which no path can hold", param, ctx)
+            self.fail(f"{value!r:.1000} holds a NUL character, which no path can hold", param, ctx)
         return Path(value)
 
 
@@ -322,10 +322,12 @@ def database_url(url: str | None) -> URL:
     resolved = resolve_url(url)
     path = resolved.database if resolved.get_backend_name() == "sqlite" else None
     if path and "\0" in path:
-        raise DatabaseError(f"the database path {path!r:.160} holds a NUL character, which no file name can: remove it")
+        raise DatabaseError(
+            f"the database path {path!r:.1000} holds a NUL character, which no file name can: remove it"
+        )
     if path and _is_surrogate(path):
         raise DatabaseError(
-            f"the database path {path!r:.160} is not valid UTF-8 (a byte that is not UTF-8 reaches Python as a lone "
+            f"the database path {path!r:.1000} is not valid UTF-8 (a byte that is not UTF-8 reaches Python as a lone "
             "surrogate), and smallab-db opens SQLite files by their UTF-8 name: rename the file, or point a "
             "symbolic link with a UTF-8 name at it"
         )

@@ -74,6 +74,6 @@ _OS_ERROR_FIXES = {
 
 def describe_os_error(error: OSError) -> str:
     """Word an operating-system error for a message: what failed, on which path, and what fixes it."""
-    paths = " -> ".join(f"{name!r:.160}" for name in (error.filename, error.filename2) if name is not None)
+    paths = " -> ".join(f"{name!r:.1000}" for name in (error.filename, error.filename2) if name is not None)
     fix = _OS_ERROR_FIXES.get(error.errno or 0, "check the path, its permissions and the free disk space")
     return f"{error.strerror or error}{': ' + paths if paths else ''}; {fix}"
