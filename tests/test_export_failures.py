@@ -1,11 +1,13 @@
 """Exports that fail part-way, in both layouts: something in the way, a read-only target, a full disk. Each is one
-``Error:`` line naming the path and the fix, the database is untouched and no temporary file is left."""
+``Error:`` line naming the path and the fix, the database is untouched and no temporary file is left; an export
+killed part-way leaves temporary files, which the next export removes."""
 
 from __future__ import annotations
 
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -170,3 +172,46 @@ def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path
     assert "change its permissions, or choose another path" in process.stderr
     assert list(target.iterdir()) == []
     assert database.read_bytes() == before
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+from smallab_db import ExperimentRunner
+
+database, folder, layout, kill_at = sys.argv[1:]
+renames = 0
+rename = os.replace
+
+def rename_or_die(source, destination):
+    global renames
+    renames += 1
+    if renames == int(kill_at):  # killed with the temporary file written but not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(source, destination)
+
+os.replace = rename_or_die
+ExperimentRunner(database).export("done", folder, layout)
+"""
+# Files an export into an empty folder renames into place: per run 2 (seed) or 1 (smallab2), and the listings.
+RENAMES = {"seed": 2 * len(SEEDS) + 1, "smallab2": len(SEEDS) + 2}
+
+
+@pytest.mark.parametrize(
+    ("layout", "kill_at"), [(layout, kill_at) for layout in LAYOUTS for kill_at in range(1, RENAMES[layout] + 1)]
+)
+def test_the_next_export_removes_what_a_killed_export_left(tmp_path: Path, layout: str, kill_at: int) -> None:
+    """An export SIGKILLed before its ``kill_at``-th rename leaves temporary files (in the batch folder, in run
+    folders); the next export removes every one of them and gives the tree a fresh export gives."""
+    database = tmp_path / "runs.db"
+    build(database)
+
+    killed = processes.run(
+        [sys.executable, "-c", KILLED_EXPORT, str(database), str(tmp_path / "out"), layout, str(kill_at)], timeout=120
+    )
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert temporary_files(tmp_path / "out"), "the killed export left no temporary file"
+    with ExperimentRunner(database) as runner:
+        runner.export("done", tmp_path / "out", layout)
+    assert temporary_files(tmp_path / "out") == []
+    assert files_below(tmp_path / "out" / "done") == fresh_export(database, layout, tmp_path / "fresh")

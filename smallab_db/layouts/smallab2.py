@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smallab_db.layouts.files import atomic_file, remove_stale_folders, write_file
+from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
 
 try:  # smallab 2.3.1 pickles with dill, which pickles classes of a script's __main__ by value
@@ -28,6 +28,8 @@ except ImportError:
 
 NAME = "smallab2"
 _EXPERIMENTS = "experiments"
+_COMPLETED = "completed.json"
+_FAILED = "failed.json"
 _RUN_JSON = "run.json"
 _RUN_PICKLE = "run.pkl"
 _SPECIFICATION = "specification.json"
@@ -42,15 +44,16 @@ def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Ite
     """
     experiments = batch_folder / _EXPERIMENTS
     experiments.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(batch_folder, [_COMPLETED, _FAILED])
     exported: set[str] = set()
-    with atomic_file(batch_folder / "completed.json") as listing:
+    with atomic_file(batch_folder / _COMPLETED) as listing:
         listing.write(b"[")
         for run in completed:
             listing.write((b", " if exported else b"") + _json(run.specification))
             exported.add(run.spec_hash)
             _write_run(experiments / run.spec_hash, run)
         listing.write(b"]")
-    write_file(batch_folder / "failed.json", _json(list(failed)))
+    write_file(batch_folder / _FAILED, _json(list(failed)))
     remove_stale_folders(experiments, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
 
 
@@ -75,8 +78,7 @@ def _write_run(run_folder: Path, run: StoredRun) -> None:
     The new form is in place before the old one goes, so smallab 2.3.1 never sees the run missing.
     """
     run_folder.mkdir(exist_ok=True)
-    for leftover in run_folder.glob(".*.tmp"):  # of an export that was killed; smallab 2.3.1 would choke on it
-        leftover.unlink(missing_ok=True)
+    remove_leftovers(run_folder, [_RUN_JSON, _RUN_PICKLE, _SPECIFICATION])  # smallab 2.3.1 would choke on them
     record = {"specification": run.specification, "result": run.result}
     if run.result_is_json:
         write_file(run_folder / _RUN_JSON, _json(record))
