@@ -147,17 +147,25 @@ def shared_folder() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path, layout: str) -> None:
-    """Exporting as the user nobody into a folder only root may write: status 1, one line naming the folder and
-    the fix; nothing is written and the database is unchanged."""
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-tree", "earlier-tree"])
+def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path, layout: str, earlier: bool) -> None:
+    """Exporting as the user nobody into a folder only root may write, new (the batch folder cannot be made) or
+    holding root's earlier export (no temporary file can be made): status 1, one line naming the folder and the
+    fix; nothing changes below the target and the database is unchanged."""
     readable = shared_folder / "database"
     readable.mkdir()
     readable.chmod(0o777)  # SQLite keeps a reader's -shm file beside the database
     database = readable / "runs.db"
     build(database)
-    before = database.read_bytes()
     target = shared_folder / "target"
     target.mkdir()
+    if earlier:
+        with ExperimentRunner(database) as runner:
+            runner.run("done", [{"seed": 9}], lambda spec: {"seed": spec["seed"]}, show_progress=False)
+        fresh_export(database, layout, target)
+        with ExperimentRunner(database) as runner:
+            runner.run("done", [{"seed": 10}], lambda spec: {"seed": spec["seed"]}, show_progress=False)
+    before, tree = database.read_bytes(), files_below(target)
 
     process = processes.run(
         [*NOBODY, str(SCRIPT), "export", str(database), "--batch", "done", "--to", str(target), "--layout", layout],
@@ -168,9 +176,9 @@ def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path
 
     assert (process.returncode, process.stdout) == (1, ""), process.stderr
     assert process.stderr.count("\n") == 1 and "Traceback" not in process.stderr
-    assert f"Permission denied: '{target / 'done'}'" in process.stderr
+    assert f"Permission denied: '{target / 'done'}" in process.stderr
     assert "change its permissions, or choose another path" in process.stderr
-    assert list(target.iterdir()) == []
+    assert files_below(target) == tree
     assert database.read_bytes() == before
 
 
