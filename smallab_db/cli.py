@@ -1,21 +1,22 @@
-"""The ``smallab-db`` command line. Library errors become one clean line and a non-zero exit."""
+"""The ``smallab-db`` command line. Errors become one clean ``Error:`` line and exit status 1, never a traceback."""
 
 from __future__ import annotations
 
-import functools
 import json
+import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import URL, Row
 
 from smallab_db import cli_output, export, importing, migration
 from smallab_db.batches import batch_id_or_error
 from smallab_db.database import describe, resolve_url
-from smallab_db.errors import DatabaseError, SmallabError, UsageError
+from smallab_db.errors import DatabaseError, SmallabError, UsageError, describe_os_error
 from smallab_db.layouts import LAYOUTS
 from smallab_db.results import duration_seconds
 from smallab_db.schema import STATUSES
@@ -25,19 +26,70 @@ from smallab_db.store import RunStore
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 SPECIFICATION_WIDTH = 60
+DEBUG_ENV = "SMALLAB_DB_DEBUG"
+HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 
 
-def clean_errors(command: Command) -> Command:
-    """Turn a :class:`SmallabError` into ``Error: <message>`` and exit status 1, without a traceback."""
+class CleanErrorGroup(click.Group):
+    """A command group whose commands fail with one ``Error: …`` line and exit status 1, never a traceback.
 
-    @functools.wraps(command)
-    def wrapper(*arguments: Any, **options: Any) -> Any:
+    Errors a user can fix show what to do: a :class:`SmallabError`, an operating-system error (a path too long, a
+    full disk), and text that is not UTF-8 (an argument, ``$SMALLAB_DB`` or a file name in another encoding, which
+    reaches Python as lone surrogates). Any other exception is a bug: it prints one ``Error: internal error`` line
+    asking for a report, unless ``$SMALLAB_DB_DEBUG`` is set; then it propagates with its traceback (the tests set
+    it, so that no bug hides behind that line).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*arguments, **options)
-        except SmallabError as error:
-            raise click.ClickException(str(error)) from error
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # click reports these itself
+        except Exception as error:
+            message = _user_error_message(error)
+            if message is None:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                message = (
+                    f"internal error ({type(error).__name__}: {error}); this is a bug in smallab-db: please report "
+                    f"it with the command and what it prints when run again with {DEBUG_ENV}=1"
+                )
+            raise click.ClickException(_one_line(message)) from error
 
-    return wrapper  # type: ignore[return-value]
+
+def _user_error_message(error: Exception) -> str | None:
+    """The message of an error the user can fix, or None for a bug."""
+    if isinstance(error, SmallabError):
+        return str(error)
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    if isinstance(error, UnicodeEncodeError) and _is_surrogate(error.object[error.start : error.end]):
+        return (
+            f"{error.object!r:.160} is not valid UTF-8 text: a byte that is not UTF-8 (in an argument, $SMALLAB_DB "
+            "or a file name) reaches Python as a lone surrogate, which smallab-db cannot pass on: give it in UTF-8, "
+            "or rename the file"
+        )
+    return None
+
+
+def _is_surrogate(text: str) -> bool:
+    return any("\ud800" <= character <= "\udfff" for character in text)
+
+
+def _one_line(message: str) -> str:
+    """Join a multi-line message (a database driver's, say) into one line."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+class PathParameter(click.ParamType):
+    """A file-system path. Unlike ``click.Path``, which hands it to ``os.stat``, a NUL character is a usage error."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        if "\0" in str(value):
+            self.fail(f"{value!r:.1000} holds a NUL character, which no path can hold", param, ctx)
+        return Path(value)
 
 
 def database_argument(command: Command) -> Command:
@@ -48,7 +100,7 @@ def database_argument(command: Command) -> Command:
 batch_option = click.option("--batch", "batch", required=True, metavar="NAME", help="The batch name.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CleanErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smallab-db")
 def main() -> None:
     """smallab-db: run experiments and keep every run in a SQL database.
@@ -62,7 +114,6 @@ def main() -> None:
 
 @main.command()
 @database_argument
-@clean_errors
 def migrate(url: str | None) -> None:
     """Create the database, or upgrade its schema to this version of smallab-db.
 
@@ -70,14 +121,13 @@ def migrate(url: str | None) -> None:
 
     Example: smallab-db migrate results.db
     """
-    resolved = resolve_url(url)
+    resolved = database_url(url)
     revision = migration.migrate(resolved)
     click.echo(f"{describe(resolved)}: schema at revision {revision} (up to date)")
 
 
 @main.command()
 @database_argument
-@clean_errors
 def status(url: str | None) -> None:
     """List each batch with its number of runs per status.
 
@@ -96,7 +146,6 @@ def status(url: str | None) -> None:
 @click.argument("arguments", nargs=-1, required=True, metavar="[URL] SQL")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects instead of a table.")
-@clean_errors
 def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
     """Run one SQL statement read-only and print its rows. A statement that writes is refused.
 
@@ -124,7 +173,6 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
 @database_argument
 @batch_option
 @click.option("--status", "status_filter", type=click.Choice(STATUSES), help="Only runs with this status.")
-@clean_errors
 def runs(url: str | None, batch: str, status_filter: str | None) -> None:
     """List the runs of a batch: hash prefix, status, attempts, duration and specification.
 
@@ -142,7 +190,6 @@ def runs(url: str | None, batch: str, status_filter: str | None) -> None:
 @database_argument
 @click.argument("hash_prefix")
 @click.option("--batch", "batch", metavar="NAME", help="Look only in this batch.")
-@clean_errors
 def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
     """Print one run in full: specification, status, timestamps, host, error, traceback and JSON result.
 
@@ -151,6 +198,11 @@ def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
     Example: smallab-db show results.db 3f2a9c
     """
     with opened(url, "read") as store:
+        if not HASH_PREFIX.fullmatch(hash_prefix):
+            raise UsageError(
+                f"the hash prefix {hash_prefix!r:.80} is not the start of a hash: give 1 to 64 hexadecimal digits "
+                "(0-9, a-f), as `smallab-db runs` prints them"
+            )
         batch_id = batch_id_or_error(store, batch) if batch is not None else None
         matches = store.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
     if not matches:
@@ -167,9 +219,8 @@ def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
 @main.command(name="export")
 @database_argument
 @batch_option
-@click.option("--to", "folder", required=True, type=click.Path(path_type=Path), help="The folder to write into.")
+@click.option("--to", "folder", required=True, type=PathParameter(), help="The folder to write into.")
 @click.option("--layout", type=click.Choice(sorted(LAYOUTS)), default="seed", show_default=True, help="Tree layout.")
-@clean_errors
 def export_command(url: str | None, batch: str, folder: Path, layout: str) -> None:
     """Write a batch's runs as a folder tree: smallab's (seed) or smallab 2.x's (smallab2).
 
@@ -179,14 +230,13 @@ def export_command(url: str | None, batch: str, folder: Path, layout: str) -> No
     """
     with opened(url, "read") as store:
         written = export.export_batch(store, batch, folder, layout)
-    click.echo(f"exported batch {batch!r} to {written} ({layout} layout)")
+    click.echo(f"exported batch {batch!r} to {cli_output.printable(str(written))} ({layout} layout)")
 
 
 @main.command(name="import")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=PathParameter())
 @batch_option
 @database_argument
-@clean_errors
 def import_command(folder: Path, batch: str, url: str | None) -> None:
     """Read a batch folder written by smallab (either layout) into the database as completed runs.
 
@@ -198,7 +248,7 @@ def import_command(folder: Path, batch: str, url: str | None) -> None:
     with opened(url, "create") as store:
         report = importing.import_tree(store, folder, batch)
     for unreadable in report.unreadable:
-        click.echo(f"skipped {unreadable.path}: {unreadable.reason}", err=True)
+        click.echo(f"skipped {cli_output.printable(str(unreadable.path))}: {unreadable.reason}", err=True)
     click.echo(
         f"imported {report.imported} run(s) into batch {batch!r} ({report.layout} layout); "
         f"{report.already_present} already there, {len(report.unreadable)} unreadable file(s) skipped"
@@ -208,7 +258,6 @@ def import_command(folder: Path, batch: str, url: str | None) -> None:
 @main.command()
 @database_argument
 @batch_option
-@clean_errors
 def retry(url: str | None, batch: str) -> None:
     """Put a batch's failed runs back to pending, so that the next run of the batch executes them.
 
@@ -223,7 +272,6 @@ def retry(url: str | None, batch: str) -> None:
 @database_argument
 @batch_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@clean_errors
 def rm(url: str | None, batch: str, yes: bool) -> None:
     """Delete a batch and all its runs, after confirmation.
 
@@ -250,7 +298,7 @@ def opened(url: str | None, mode: str) -> Iterator[RunStore]:
     Raises:
         DatabaseError: a SQLite file that does not exist, unless ``mode`` is ``"create"``.
     """
-    resolved = resolve_url(url)
+    resolved = database_url(url)
     if mode != "create" and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
         raise DatabaseError(
             f"no database at {describe(resolved)!r}: check the path, or create one with "
@@ -261,6 +309,29 @@ def opened(url: str | None, mode: str) -> Iterator[RunStore]:
         yield RunStore(engine)
     finally:
         engine.dispose()
+
+
+def database_url(url: str | None) -> URL:
+    """Resolve the ``[URL]`` argument (None: ``$SMALLAB_DB``, else ``./smallab.db``).
+
+    Raises:
+        DatabaseError: the URL cannot be parsed, or it is a SQLite path holding a NUL character or bytes that are
+            not UTF-8 (a reading command opens SQLite files by their UTF-8 name, so such a file could be created but
+            not read).
+    """
+    resolved = resolve_url(url)
+    path = resolved.database if resolved.get_backend_name() == "sqlite" else None
+    if path and "\0" in path:
+        raise DatabaseError(
+            f"the database path {path!r:.1000} holds a NUL character, which no file name can: remove it"
+        )
+    if path and _is_surrogate(path):
+        raise DatabaseError(
+            f"the database path {path!r:.1000} is not valid UTF-8 (a byte that is not UTF-8 reaches Python as a lone "
+            "surrogate), and smallab-db opens SQLite files by their UTF-8 name: rename the file, or point a "
+            "symbolic link with a UTF-8 name at it"
+        )
+    return resolved
 
 
 def _run_line(row: Row[Any]) -> list[Any]:

@@ -24,6 +24,12 @@ def cell_text(value: Any) -> str:
     return str(value).replace("\n", "\\n")
 
 
+def printable(text: str) -> str:
+    """Return ``text`` with what UTF-8 cannot encode (the lone surrogates of a file name's bytes that are not UTF-8)
+    as backslash escapes, so that printing it cannot fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_value(value: Any) -> Any:
     """Return a JSON-serialisable form of one value (PostgreSQL's NUMERIC becomes a number, as on SQLite)."""
     if isinstance(value, Decimal):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class SmallabError(Exception):
     """Base class of every error smallab-db raises on purpose."""
@@ -59,3 +61,25 @@ class QueryError(SmallabError):
 
 class UnreadableResultWarning(UserWarning):
     """Some stored results could not be unpickled (for example their module was renamed); they were left out."""
+
+
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some space within your disk quota",
+    errno.EFBIG: "free some disk space, or raise the file size limit (ulimit -f)",
+    errno.EROFS: "choose a place on a writable file system",
+    errno.EACCES: "change its permissions, or choose another path",
+    errno.EPERM: "change its permissions, or choose another path",
+    errno.ENOTDIR: "a file stands where a folder should be: move it away, or choose another path",
+    errno.EEXIST: "something stands where a folder should be: move it away, or choose another path",
+    errno.EISDIR: "a folder stands where a file should be: move it away, or choose another path",
+    errno.ENAMETOOLONG: "give a shorter path",
+    errno.ELOOP: "a symbolic link in the path loops: fix the link",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """Word an operating-system error for a message: what failed, on which path, and what fixes it."""
+    paths = " -> ".join(f"{name!r:.1000}" for name in (error.filename, error.filename2) if name is not None)
+    fix = _OS_ERROR_FIXES.get(error.errno or 0, "check the path, its permissions and the free disk space")
+    return f"{error.strerror or error}{': ' + paths if paths else ''}; {fix}"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from smallab_db.batches import batch_id_or_error
-from smallab_db.errors import ExportError
+from smallab_db.errors import ExportError, describe_os_error
 from smallab_db.layouts import layout_named
 from smallab_db.layouts.records import StoredRun
 from smallab_db.results import Unpickler
@@ -28,25 +28,34 @@ def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed")
     """
     writer = layout_named(layout)
     batch_id = batch_id_or_error(store, name)
-    if name in (".", "..") or any(character in name for character in "/\\\0"):
+    if name in (".", "..") or any(character in name for character in "/\\"):
         raise ExportError(f"batch name {name!r} cannot be a folder name: it holds a path separator or is . or ..")
+    if "\0" in str(folder):
+        raise ExportError(f"cannot export to {str(folder)!r:.1000}: it holds a NUL character: remove it")
     batch_folder = folder / name
     unpickler = Unpickler(name)
+    completed, failed = _completed(store, batch_id, unpickler), _failed(store, batch_id)
     try:
-        writer.export_batch(batch_folder, _completed(store, batch_id, unpickler), _failed(store, batch_id))
+        writer.export_batch(batch_folder, completed, failed)
     except OSError as error:
-        raise ExportError(f"cannot export batch {name!r} to {str(batch_folder)!r}: {error}") from error
+        raise ExportError(
+            f"cannot export batch {name!r} to {str(batch_folder)!r:.1000}: {describe_os_error(error)}; then export "
+            "again, which completes the tree (every file already written is whole)"
+        ) from error
+    finally:  # after a failed write, close their queries now, while the database is open, not at garbage collection
+        completed.close()
+        failed.close()
     unpickler.warn()
     return batch_folder
 
 
-def _completed(store: RunStore, batch_id: int, unpickler: Unpickler) -> Iterator[StoredRun]:
+def _completed(store: RunStore, batch_id: int, unpickler: Unpickler) -> Generator[StoredRun, None, None]:
     for row in store.iter_runs(batch_id, COMPLETED):
         readable, result = unpickler.load(row.result, row.id, row.spec_hash)
         if readable:
             yield StoredRun(row.spec_hash, row.specification, result, row.result_json is not None)
 
 
-def _failed(store: RunStore, batch_id: int) -> Iterator[dict[str, Any]]:
+def _failed(store: RunStore, batch_id: int) -> Generator[dict[str, Any], None, None]:
     for row in store.iter_runs(batch_id, FAILED):
         yield row.specification

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from smallab_db.batches import check_batch_name
 from smallab_db.codec import canonical_json, queryable_json
-from smallab_db.errors import SpecError, UsageError
+from smallab_db.errors import SpecError, UsageError, describe_os_error
 from smallab_db.layouts import LAYOUTS, Layout
 from smallab_db.layouts.records import FoundRun, Unreadable
 from smallab_db.records import ImportedRun
@@ -34,13 +34,16 @@ def detect_layout(batch_folder: Path) -> Layout:
     """Return the layout of the tree in ``batch_folder``.
 
     Raises:
-        UsageError: the folder does not exist or holds no run in a known layout.
+        UsageError: the folder does not exist, cannot be looked at, or holds no run in a known layout.
     """
-    if not batch_folder.is_dir():
-        raise UsageError(f"cannot import {str(batch_folder)!r}: it is not a folder")
-    for layout in LAYOUTS.values():
-        if layout.looks_like(batch_folder):
-            return layout
+    try:
+        if not batch_folder.is_dir():
+            raise UsageError(f"cannot import {str(batch_folder)!r}: it is not a folder")
+        for layout in LAYOUTS.values():
+            if layout.looks_like(batch_folder):
+                return layout
+    except OSError as error:
+        raise UsageError(f"cannot import {str(batch_folder)!r:.1000}: {describe_os_error(error)}") from error
     raise UsageError(
         f"cannot import {str(batch_folder)!r}: it holds no runs in a known layout ({', '.join(LAYOUTS)}); "
         "give the folder of one batch, such as experiment_runs/<name>"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from click.testing import Result
 
 
-def assert_clean_error(result: Result) -> str:
+def assert_clean_error(result: Result, internal: bool = False) -> str:
     """Check that a command failed the way a user error must: status 1, one ``Error:`` line, no traceback.
 
     Args:
         result: the click test result.
+        internal: expect the ``Error: internal error`` line of a bug instead of a user error's.
 
     Returns:
         The error line.
@@ -22,4 +23,5 @@ def assert_clean_error(result: Result) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: "), result.stderr
+    assert lines[0].startswith("Error: internal error") == internal, result.stderr
     return lines[0]

@@ -25,6 +25,13 @@ def _kill_child_processes() -> Iterator[None]:
     kill_all()
 
 
+@pytest.fixture(autouse=True)
+def _cli_bugs_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception in a CLI command propagates with its traceback, in-process and in the subprocesses
+    that inherit the environment, instead of becoming the one ``Error: internal error`` line users see."""
+    monkeypatch.setenv("SMALLAB_DB_DEBUG", "1")
+
+
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> str:
     """A path for a new SQLite database file."""

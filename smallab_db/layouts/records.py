@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+RECORD_KEYS = ("specification", "result")
+
 
 @dataclass(frozen=True)
 class StoredRun:
@@ -32,3 +34,13 @@ class Unreadable:
 
     path: Path
     reason: str
+
+
+def found_run(record: Any, path: Path) -> FoundRun | Unreadable:
+    """Return the run of a record read from ``path``, or why it is not ``{"specification": dict, "result": dict}``."""
+    if not isinstance(record, dict) or not set(RECORD_KEYS) <= record.keys():
+        return Unreadable(path, "not a {'specification': ..., 'result': ...} record")
+    for key in RECORD_KEYS:
+        if not isinstance(record[key], dict):
+            return Unreadable(path, f"its {key} is a {type(record[key]).__name__}, not a dict")
+    return FoundRun(record["specification"], record["result"], path)

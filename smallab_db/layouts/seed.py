@@ -10,28 +10,31 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smallab_db.layouts.files import atomic_file, remove_stale_folders, write_file
-from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
+from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
+from smallab_db.layouts.links import real_folder, refusal
+from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
 
 NAME = "seed"
 _RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
+_COMPLETED = "completed.json"
+_SPECIFICATION = "specification.json"
 _PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
 
 
 def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
     """Write the completed runs below ``batch_folder`` (failed runs have no place in this layout)."""
     batch_folder.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(batch_folder, [_COMPLETED])
     exported: set[str] = set()
-    with atomic_file(batch_folder / "completed.json") as listing:
+    with atomic_file(batch_folder / _COMPLETED) as listing:
         listing.write(b"[")
         for run in completed:
             listing.write((b", " if exported else b"") + json.dumps(run.specification, sort_keys=True).encode())
             exported.add(run.spec_hash)
             run_folder = batch_folder / run.spec_hash
             run_folder.mkdir(exist_ok=True)
-            write_file(
-                run_folder / "specification.json", json.dumps(run.specification, sort_keys=True, indent=1).encode()
-            )
+            remove_leftovers(run_folder, [_SPECIFICATION, f"{run.spec_hash}.pkl"])
+            write_file(run_folder / _SPECIFICATION, json.dumps(run.specification, sort_keys=True, indent=1).encode())
             record = {"specification": run.specification, "result": run.result}
             write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
         listing.write(b"]")
@@ -52,20 +55,29 @@ def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
         try:
             with entry.open("rb") as file:
                 record = pickle.load(file)
-            specification, result = record["specification"], record["result"]
-        except Exception as error:  # any damage: truncated, foreign, not a record
+        except Exception as error:  # any damage: truncated, foreign, a class that no longer imports
             yield Unreadable(entry, f"{type(error).__name__}: {error}")
             continue
-        yield FoundRun(specification, result, entry)
+        yield found_run(record, entry)
 
 
 def _run_files(batch_folder: Path) -> Iterator[Path | Unreadable]:
     """Yield the ``.pkl`` files of the run folders (those holding a ``specification.json``), in name order, and
-    the folders that cannot be read."""
-    for folder in sorted(batch_folder.iterdir()):
+    the folders that cannot be read; symbolic links as :mod:`smallab_db.layouts.links` allows."""
+    root = real_folder(batch_folder)
+    try:
+        children = sorted(batch_folder.iterdir())
+    except OSError as error:
+        yield Unreadable(batch_folder, f"{type(error).__name__}: {error}")
+        return
+    for folder in children:
         try:
-            if not folder.is_dir() or not (folder / "specification.json").is_file():
+            if not folder.is_dir() or not (folder / _SPECIFICATION).is_file():
                 continue
-            yield from sorted(folder.glob("*.pkl"))
+            if refused := refusal(folder, root):
+                yield refused
+                continue
+            for path in sorted(folder.glob("*.pkl")):
+                yield refusal(path, root) or path
         except OSError as error:
             yield Unreadable(folder, f"{type(error).__name__}: {error}")

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smallab_db.layouts.files import atomic_file, remove_stale_folders, write_file
-from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
+from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
+from smallab_db.layouts.links import real_folder, refusal
+from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
 
 try:  # smallab 2.3.1 pickles with dill, which pickles classes of a script's __main__ by value
     from dill import loads as _unpickle
@@ -28,6 +29,8 @@ except ImportError:
 
 NAME = "smallab2"
 _EXPERIMENTS = "experiments"
+_COMPLETED = "completed.json"
+_FAILED = "failed.json"
 _RUN_JSON = "run.json"
 _RUN_PICKLE = "run.pkl"
 _SPECIFICATION = "specification.json"
@@ -42,22 +45,24 @@ def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Ite
     """
     experiments = batch_folder / _EXPERIMENTS
     experiments.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(batch_folder, [_COMPLETED, _FAILED])
     exported: set[str] = set()
-    with atomic_file(batch_folder / "completed.json") as listing:
+    with atomic_file(batch_folder / _COMPLETED) as listing:
         listing.write(b"[")
         for run in completed:
             listing.write((b", " if exported else b"") + _json(run.specification))
             exported.add(run.spec_hash)
             _write_run(experiments / run.spec_hash, run)
         listing.write(b"]")
-    write_file(batch_folder / "failed.json", _json(list(failed)))
+    write_file(batch_folder / _FAILED, _json(list(failed)))
     remove_stale_folders(experiments, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
 
 
 def looks_like(batch_folder: Path) -> bool:
     """Tell whether ``batch_folder`` holds runs in this layout."""
     experiments = batch_folder / _EXPERIMENTS
-    return experiments.is_dir() and any(isinstance(entry, Path) for entry in _run_files(experiments))
+    root = real_folder(batch_folder)
+    return experiments.is_dir() and any(isinstance(entry, Path) for entry in _run_files(experiments, root))
 
 
 def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
@@ -65,7 +70,7 @@ def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
     experiments = batch_folder / _EXPERIMENTS
     if not experiments.is_dir():
         return
-    for entry in _run_files(experiments):
+    for entry in _run_files(experiments, real_folder(batch_folder)):
         yield entry if isinstance(entry, Unreadable) else _read_run(entry)
 
 
@@ -75,8 +80,7 @@ def _write_run(run_folder: Path, run: StoredRun) -> None:
     The new form is in place before the old one goes, so smallab 2.3.1 never sees the run missing.
     """
     run_folder.mkdir(exist_ok=True)
-    for leftover in run_folder.glob(".*.tmp"):  # of an export that was killed; smallab 2.3.1 would choke on it
-        leftover.unlink(missing_ok=True)
+    remove_leftovers(run_folder, [_RUN_JSON, _RUN_PICKLE, _SPECIFICATION])  # smallab 2.3.1 would choke on them
     record = {"specification": run.specification, "result": run.result}
     if run.result_is_json:
         write_file(run_folder / _RUN_JSON, _json(record))
@@ -94,20 +98,22 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True).encode("ascii")
 
 
-def _run_files(folder: Path) -> Iterator[Path | Unreadable]:
-    """Yield the run files below ``folder`` in name order, and the folders that cannot be listed.
-
-    Like smallab 2.3.1, it does not follow symbolic links to folders.
-    """
+def _run_files(folder: Path, root: Path) -> Iterator[Path | Unreadable]:
+    """Yield the run files below ``folder`` in name order, and the folders that cannot be listed; symbolic links
+    as :mod:`smallab_db.layouts.links` allows (``root`` is the real batch folder)."""
     try:
         children = sorted(folder.iterdir())
     except OSError as error:
         yield Unreadable(folder, f"{type(error).__name__}: {error}")
         return
     for child in children:
-        if child.is_dir() and not child.is_symlink():
-            yield from _run_files(child)
-        elif child.name in (_RUN_JSON, _RUN_PICKLE) and child.is_file():
+        is_run_file = child.name in (_RUN_JSON, _RUN_PICKLE)
+        refused = refusal(child, root) if is_run_file or child.is_dir() else None
+        if refused:
+            yield refused
+        elif child.is_dir():
+            yield from _run_files(child, root)
+        elif is_run_file and child.is_file():
             yield child
 
 
@@ -118,9 +124,4 @@ def _read_run(path: Path) -> FoundRun | Unreadable:
         record = json.loads(content) if path.name == _RUN_JSON else _unpickle(content)
     except Exception as error:  # any damage: truncated, corrupt, a class that no longer imports
         return Unreadable(path, f"{type(error).__name__}: {error}")
-    if not isinstance(record, dict) or not {"specification", "result"} <= record.keys():
-        return Unreadable(path, "not a {'specification': ..., 'result': ...} record")
-    for key in ("specification", "result"):
-        if not isinstance(record[key], dict):
-            return Unreadable(path, f"its {key} is a {type(record[key]).__name__}, not a dict")
-    return FoundRun(record["specification"], record["result"], path)
+    return found_run(record, path)

@@ -1,0 +1,166 @@
+"""How the command line reports errors: one ``Error:`` line naming the fix, an internal error that asks for a report
+(or, with ``$SMALLAB_DB_DEBUG``, raises), and paths that are not UTF-8, which work where SQLite allows it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import processes
+import pytest
+from cli_checks import assert_clean_error
+from click.testing import CliRunner
+from workloads import FailOnOdd, Square
+
+from smallab_db import ExperimentRunner
+from smallab_db import cli as cli_module
+from smallab_db.cli import main
+
+SCRIPT = Path(sys.executable).parent / "smallab-db"
+
+
+def build(database: Path) -> None:
+    """A completed batch ``done`` and a batch with failures ``broken``, closed afterwards."""
+    with ExperimentRunner(database) as runner:
+        runner.on_specification_failure(None)
+        runner.run("done", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
+        runner.run("broken", [{"seed": seed} for seed in range(4)], FailOnOdd(), show_progress=False)
+
+
+def run_script(*arguments: str | bytes, cwd: Path) -> tuple[int, str, str]:
+    """Run the installed script as a user would (no debugging) with a standard output that accepts only UTF-8;
+    return its status and output, with bytes that are not UTF-8 shown as ``\\x..`` escapes."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("SMALLAB_DB", "SMALLAB_DB_DEBUG")}
+    environment["PYTHONIOENCODING"] = "utf-8:strict"
+    process = processes.run([str(SCRIPT), *arguments], cwd=cwd, env=environment, timeout=120)
+    return (
+        process.returncode,
+        process.stdout.decode("utf-8", "backslashreplace"),
+        process.stderr.decode("utf-8", "backslashreplace"),
+    )
+
+
+def failing_table(*_: object) -> str:
+    """Stands in for the table renderer: a bug in smallab-db."""
+    raise RuntimeError("a bug")
+
+
+def test_an_unexpected_exception_is_one_line_asking_for_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``$SMALLAB_DB_DEBUG``, a bug prints one ``Error: internal error`` line naming the exception and how
+    to get its traceback, and exits with status 1."""
+    build(tmp_path / "runs.db")
+    monkeypatch.setattr(cli_module.cli_output, "table", failing_table)
+    monkeypatch.delenv("SMALLAB_DB_DEBUG")
+
+    line = assert_clean_error(CliRunner().invoke(main, ["status", str(tmp_path / "runs.db")]), internal=True)
+
+    assert line.startswith("Error: internal error (RuntimeError: a bug)")
+    assert "please report it" in line and "SMALLAB_DB_DEBUG=1" in line
+
+
+def test_with_the_debug_variable_an_unexpected_exception_propagates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``$SMALLAB_DB_DEBUG`` set (as the tests set it), the bug itself propagates, traceback and all."""
+    build(tmp_path / "runs.db")
+    monkeypatch.setattr(cli_module.cli_output, "table", failing_table)
+    monkeypatch.setenv("SMALLAB_DB_DEBUG", "1")
+
+    result = CliRunner().invoke(main, ["status", str(tmp_path / "runs.db")])
+
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "a bug"
+
+
+@pytest.mark.parametrize("command", ["runs", "retry", "rm", "show", "export"])
+def test_a_batch_name_that_is_not_utf8_is_one_error_line_and_changes_nothing(tmp_path: Path, command: str) -> None:
+    """``--batch $'caf\\xe9'`` (Latin-1 bytes): one ``Error:`` line naming the name and the fix, status 1, the
+    database's bytes unchanged and nothing exported."""
+    database = tmp_path / "runs.db"
+    build(database)
+    before = database.read_bytes()
+    extra = {"show": ["0"], "export": ["--to", str(tmp_path / "out")], "rm": ["--yes"]}.get(command, [])
+
+    status, stdout, stderr = run_script(command, str(database), *extra, "--batch", b"caf\xe9", cwd=tmp_path)
+
+    assert (status, stdout) == (1, ""), stderr
+    assert stderr.startswith("Error: the batch name 'caf\\udce9' is not valid UTF-8 text") and stderr.count("\n") == 1
+    assert "give the name in UTF-8" in stderr
+    assert database.read_bytes() == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_importing_into_a_batch_name_that_is_not_utf8_is_one_error_line_and_changes_nothing(tmp_path: Path) -> None:
+    """``import TREE --batch $'caf\\xe9'`` of a readable tree: a clean error, and no batch is created."""
+    database = tmp_path / "runs.db"
+    build(database)
+    with ExperimentRunner(database) as runner:
+        tree = runner.export("done", tmp_path / "tree")
+    before = database.read_bytes()
+
+    status, stdout, stderr = run_script("import", str(tree), "--batch", b"caf\xe9", str(database), cwd=tmp_path)
+
+    assert (status, stdout) == (1, "") and stderr.startswith("Error: the batch name 'caf\\udce9'"), stderr
+    assert database.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["migrate", "status", "runs", "import"])
+def test_a_database_path_that_is_not_utf8_is_refused_with_the_fix(tmp_path: Path, command: str) -> None:
+    """SQLite files are opened by their UTF-8 name: ``caf\\xe9.db`` is refused by every command, naming the fix,
+    and no file is created (a file it created could not be read by the reading commands)."""
+    tree = tmp_path / "tree"
+    build(tmp_path / "runs.db")
+    with ExperimentRunner(tmp_path / "runs.db") as runner:
+        runner.export("done", tree)
+    arguments = {"runs": ["--batch", "done"], "import": ["--batch", "done"]}.get(command, [])
+    leading = [str(tree / "done")] if command == "import" else []
+    before = sorted(tmp_path.iterdir())
+
+    status, stdout, stderr = run_script(command, *leading, b"caf\xe9.db", *arguments, cwd=tmp_path)
+
+    assert (status, stdout) == (1, ""), stderr
+    assert stderr.startswith(f"Error: the database path '{tmp_path}/caf\\udce9.db' is not valid UTF-8"), stderr
+    assert "rename the file" in stderr and stderr.count("\n") == 1
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_an_export_folder_that_is_not_utf8_works_and_imports_back(tmp_path: Path) -> None:
+    """``export --to $'out\\xe9'`` writes the tree where the bytes say, and prints the folder with the byte escaped
+    (on a standard output that refuses what is not UTF-8); importing it back works."""
+    database = tmp_path / "runs.db"
+    build(database)
+
+    status, stdout, stderr = run_script("export", str(database), "--batch", "done", "--to", b"out\xe9", cwd=tmp_path)
+
+    assert (status, stderr) == (0, ""), stderr
+    assert stdout == "exported batch 'done' to out\\udce9/done (seed layout)\n"
+    tree = tmp_path / os.fsdecode(b"out\xe9") / "done"
+    assert (tree / "completed.json").is_file()
+    status, stdout, stderr = run_script("import", b"out\xe9/done", "--batch", "copy", str(database), cwd=tmp_path)
+    assert (status, stderr) == (0, ""), stderr
+    assert stdout.startswith("imported 3 run(s) into batch 'copy'")
+
+
+@pytest.mark.parametrize("prefix", ["xyz", "", "0" * 65, "3f2a 9c"])
+def test_show_refuses_a_prefix_that_is_not_hexadecimal(tmp_path: Path, prefix: str) -> None:
+    """A hash prefix is 1 to 64 hexadecimal digits; anything else is a clean error naming it and the fix."""
+    build(tmp_path / "runs.db")
+    result = CliRunner().invoke(main, ["show", str(tmp_path / "runs.db"), prefix], env={"SMALLAB_DB": None})
+    line = assert_clean_error(result)
+    assert f"the hash prefix {prefix!r} is not the start of a hash" in line and "hexadecimal digits" in line
+
+
+def test_a_multi_line_driver_message_becomes_one_line(tmp_path: Path) -> None:
+    """PostgreSQL's "connection refused" message spans two lines; the command prints it as one."""
+    status, stdout, stderr = run_script("status", "postgresql://postgres@127.0.0.1:1/none", cwd=tmp_path)
+    assert (status, stdout) == (1, "") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("Error: cannot open postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+
+def test_a_path_too_long_for_the_file_system_names_the_fix(tmp_path: Path) -> None:
+    """A 10,000-character database path: one line naming the error and the fix, status 1."""
+    status, stdout, stderr = run_script("status", "x" * 10_000, cwd=tmp_path)
+    assert (status, stdout) == (1, "") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("Error: File name too long: ") and stderr.endswith("; give a shorter path\n")
