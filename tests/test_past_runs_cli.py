@@ -298,6 +298,8 @@ WRITES = {
     "attach": "ATTACH DATABASE '{folder}/attached.db' AS other",
     "vacuum-into": "VACUUM INTO '{folder}/copy.db'",
     "journal-mode": "PRAGMA journal_mode = delete",
+    "wal-checkpoint-truncate": "PRAGMA wal_checkpoint(TRUNCATE)",
+    "incremental-vacuum": "PRAGMA incremental_vacuum",
 }
 
 
