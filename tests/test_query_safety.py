@@ -1,20 +1,27 @@
-"""``smallab-db query`` cannot write, run programs or read outside the database, even as a PostgreSQL superuser:
-on PostgreSQL, migration 0003 gives it a role that may only read and a function that runs statements as that role.
+"""``smallab-db query`` cannot write, run programs or read outside the database, even as a PostgreSQL superuser;
+Ctrl-C and ``--timeout`` stop a runaway query; rows stream instead of being held in memory.
 
-Attacks run in-process through click's ``CliRunner`` (a failure must be a clean exit, not a crash).
+Attacks run in-process through click's ``CliRunner`` (a failure must be a clean exit, not a crash); interrupts,
+time limits and memory are measured on the installed script in a real process.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import processes
 import psycopg
 import pytest
 import sqlalchemy
@@ -30,6 +37,10 @@ from smallab_db.database import create_engine, resolve_url
 from smallab_db.migration import alembic_config, migrate, migration_transaction
 from smallab_db.postgres_reader import QUERY_FUNCTION, READER_ROLE, install
 
+SCRIPT = Path(sys.executable).parent / "smallab-db"
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+STOP_SECONDS = 20  # the promise is "within a second"; a busy machine gets a 20x margin
+
 
 def build(database: str) -> None:
     """Run a batch of four runs into ``database`` (creating it)."""
@@ -40,6 +51,11 @@ def build(database: str) -> None:
 def invoke(*arguments: str) -> Result:
     """Run the click group in-process, without the developer's ``$SMALLAB_DB``."""
     return CliRunner().invoke(main, list(arguments), env={"SMALLAB_DB": None})
+
+
+def script_environment() -> dict[str, str]:
+    """This process's environment without ``$SMALLAB_DB`` and ``$PYTHONPATH``."""
+    return {key: value for key, value in os.environ.items() if key not in ("SMALLAB_DB", "PYTHONPATH")}
 
 
 def stored_rows(database: str) -> list[tuple[Any, ...]]:
@@ -201,3 +217,261 @@ def test_two_databases_creating_the_role_at_once_both_succeed(postgres_url: str)
         for engine in engines:
             engine.dispose()
         admin_rows(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+
+
+# -- PostgreSQL, connected as the superuser postgres -------------------------------------------------------------
+
+NOT_A_QUERY = "not a query"
+ATTACKS = {
+    "copy-to-program": ("COPY runs TO PROGRAM 'touch {folder}/pwned'", NOT_A_QUERY),
+    "copy-to-file": ("COPY runs TO '{folder}/out'", NOT_A_QUERY),
+    "copy-to-stdout": ("COPY runs TO STDOUT", NOT_A_QUERY),
+    "do-copy-to-program": ("DO $$ BEGIN EXECUTE 'COPY runs TO PROGRAM ''touch {folder}/pwned'''; END $$", NOT_A_QUERY),
+    "do-copy-to-file": ("DO $$ BEGIN EXECUTE 'COPY runs TO ''{folder}/out'''; END $$", NOT_A_QUERY),
+    "checkpoint": ("CHECKPOINT", NOT_A_QUERY),
+    "read-file": ("SELECT pg_read_file('/etc/hostname')", "permission denied for function pg_read_file"),
+    "list-directory": ("SELECT * FROM pg_ls_dir('.')", "permission denied for function pg_ls_dir"),
+    "reload-configuration": ("SELECT pg_reload_conf()", "permission denied for function pg_reload_conf"),
+    "physical-slot": ("SELECT pg_create_physical_replication_slot('{slot}')", "superuser or replication role"),
+    "logical-slot": (
+        "SELECT pg_create_logical_replication_slot('{slot}', 'test_decoding')",
+        "superuser or replication role",
+    ),
+    "role-escalation": (
+        "SELECT set_config('role', 'postgres', true) AS r, "
+        "query_to_xml('SELECT pg_read_file(''/etc/hostname'')', true, true, '') AS x",
+        'cannot set parameter "role" within security-definer function',
+    ),
+    "session-authorization-escalation": (
+        "SELECT set_config('session_authorization', 'postgres', true) AS r, "
+        "query_to_xml('SELECT pg_read_file(''/etc/hostname'')', true, true, '') AS x",
+        'cannot set parameter "session_authorization" within security-definer function',
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_a_superuser_s_query_cannot_write_run_programs_or_read_files(
+    postgres_url: str, tmp_path: Path, attack: str
+) -> None:
+    """Each attack is one ``Error:`` line giving the server's own refusal; no file appears, no replication slot
+    outlives the query, and every row stays as it was."""
+    build(postgres_url)
+    before = stored_rows(postgres_url)
+    slot = f"smallab_test_{uuid.uuid4().hex[:12]}"
+    statement, refusal = ATTACKS[attack]
+    try:
+        line = assert_clean_error(invoke("query", postgres_url, statement.format(folder=tmp_path, slot=slot)))
+
+        assert refusal in line
+        assert sorted(tmp_path.iterdir()) == []
+        assert stored_rows(postgres_url) == before
+        assert admin_rows("SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", "postgres", slot) == []
+    finally:
+        drop = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s"
+        admin_rows(drop, "postgres", slot)
+
+
+def test_a_superuser_s_query_cannot_terminate_another_connection(postgres_url: str) -> None:
+    """``pg_terminate_backend`` of another superuser connection is refused, and that connection lives on."""
+    build(postgres_url)
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as victim:
+        pid = victim.info.backend_pid
+
+        line = assert_clean_error(invoke("query", postgres_url, f"SELECT pg_terminate_backend({pid})"))
+
+        assert "must be a superuser to terminate superuser process" in line
+        assert victim.execute("SELECT 1").fetchall() == [(1,)]
+
+@pytest.fixture
+def plain_user(postgres_url: str) -> Iterator[str]:
+    """A login role without CREATEROLE that owns the test database; yields its URL for that database."""
+    user = f"smallab_test_user_{uuid.uuid4().hex[:8]}"
+    name = database_name(postgres_url)
+    admin_rows(f"CREATE ROLE {user} LOGIN")
+    admin_rows(f"ALTER DATABASE {name} OWNER TO {user}")
+    try:
+        yield postgres_url.replace("postgres@", f"{user}@")
+    finally:
+        admin_rows(f"REASSIGN OWNED BY {user} TO postgres", name)
+        admin_rows(f"DROP OWNED BY {user}", name)
+        admin_rows(f"ALTER DATABASE {name} OWNER TO postgres")
+        admin_rows(f"DROP ROLE {user}")
+
+
+def test_a_user_who_may_not_create_roles_gets_the_schema_and_a_query_that_names_the_fix(
+    postgres_url: str, plain_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Migrating as a user who may not create the role (or hand it the function) builds the schema and warns;
+    ``query`` then refuses, naming ``smallab-db migrate`` as a user allowed to create roles. Once a superuser has
+    run it, the user is told to get EXECUTE granted; once granted, the query works."""
+    migrate(resolve_url(plain_user))
+    assert "could not be created" in caplog.text and "CREATEROLE" in caplog.text
+    build(plain_user)
+
+    line = assert_clean_error(invoke("query", plain_user, "SELECT count(*) FROM runs"))
+    assert f"has no function {QUERY_FUNCTION}(text)" in line and "smallab-db migrate" in line and "CREATEROLE" in line
+
+    assert invoke("migrate", postgres_url).exit_code == 0
+    user = plain_user.split("://", 1)[1].split("@", 1)[0]
+    line = assert_clean_error(invoke("query", plain_user, "SELECT count(*) FROM runs"))
+    assert f"GRANT EXECUTE ON FUNCTION {QUERY_FUNCTION}(text) TO {user}" in line
+
+    admin_rows(f"GRANT EXECUTE ON FUNCTION {QUERY_FUNCTION}(text) TO {user}", database_name(postgres_url))
+    result = invoke("query", plain_user, "SELECT count(*) AS n, current_user AS reader FROM runs", "--csv")
+    assert result.exit_code == 0 and result.stdout == f"n,reader\n4,{READER_ROLE}\n", result.output
+
+
+# -- stopping: Ctrl-C and --timeout ------------------------------------------------------------------------------
+
+
+def start_query(database: str, sql: str) -> subprocess.Popen[str]:
+    """Start the installed script on ``query database sql`` with its output piped."""
+    return processes.spawn(
+        [str(SCRIPT), "query", database, sql],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=script_environment(),
+    )
+
+
+def has_open(process: subprocess.Popen[str], path: Path) -> bool:
+    """Tell whether ``process`` holds ``path`` open (it has then imported everything and connected)."""
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{process.pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while we looked
+        return False
+
+
+def assert_interrupted_cleanly(process: subprocess.Popen[str]) -> None:
+    """Send Ctrl-C's SIGINT and check that the process exits promptly with one ``Error:`` line."""
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=STOP_SECONDS)
+    assert process.returncode == 1, err
+    assert out == "" and "Traceback" not in err
+    assert err.startswith("Error: interrupted (Ctrl-C)") and len(err.splitlines()) == 1, err
+
+
+def test_ctrl_c_stops_a_runaway_query_on_sqlite(tmp_path: Path) -> None:
+    """A recursive query that would count forever stops at Ctrl-C (SQLite runs it in C, where Python's
+    KeyboardInterrupt cannot reach by itself)."""
+    path = tmp_path / "runs.db"
+    build(str(path))
+    process = start_query(str(path), RUNAWAY)
+    wait_until(lambda: has_open(process, path), "the query to open the database")
+    time.sleep(0.5)  # well inside the runaway statement
+    assert_interrupted_cleanly(process)
+
+
+def test_ctrl_c_stops_a_runaway_query_on_postgresql(postgres_url: str) -> None:
+    """A query sleeping on the server stops at Ctrl-C, and the server stops running it."""
+    build(postgres_url)
+    name = database_name(postgres_url)
+    sleeping = f"SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND wait_event = 'PgSleep'"
+    process = start_query(postgres_url, "SELECT pg_sleep(600)")
+    wait_until(lambda: admin_rows(sleeping) != [], "the query to sleep on the server")
+    assert_interrupted_cleanly(process)
+    wait_until(lambda: admin_rows(sleeping) == [], "the server to stop the query", seconds=STOP_SECONDS)
+
+
+def test_timeout_stops_a_runaway_query(database_url: str) -> None:
+    """``--timeout 1`` stops a query that would run forever, with one ``Error:`` line naming the limit and the fix."""
+    build(database_url)
+    process = processes.run(
+        [str(SCRIPT), "query", database_url, RUNAWAY, "--timeout", "1"],
+        env=script_environment(),
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 1, process.stderr
+    assert process.stdout == "" and "Traceback" not in process.stderr
+    [line] = process.stderr.splitlines()
+    assert line.startswith("Error: the query ran past its time limit of 1 s (--timeout)")
+    assert "give a larger --timeout" in line
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", ""])
+def test_timeout_must_be_a_positive_number_of_seconds(sqlite_path: str, value: str) -> None:
+    """A ``--timeout`` that is not a positive, finite number is one ``Error:`` line naming the value."""
+    build(sqlite_path)
+    line = assert_clean_error(invoke("query", sqlite_path, "SELECT 1", "--timeout", value))
+    assert f"--timeout takes a positive number of seconds, but got {value!r}" in line
+
+
+# -- streaming ---------------------------------------------------------------------------------------------------
+
+PADDING = "p" * 300
+MEASURE_PEAK = """
+import resource, subprocess, sys
+with open(sys.argv[1], "wb") as out:
+    finished = subprocess.run(sys.argv[2:], stdout=out, stderr=subprocess.PIPE)
+print(finished.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.stderr.buffer.write(finished.stderr)
+"""
+
+
+def numbered_rows(count: int) -> str:
+    """A query of ``count`` rows: ``x`` from 1 and a 300-character ``padding``."""
+    return (
+        f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {count}) "
+        f"SELECT x, '{PADDING}' AS padding FROM c"
+    )
+
+
+def query_to_file(database: str, sql: str, output_format: str, output: Path) -> int:
+    """Run the script's query with its output into ``output`` and return its peak resident memory in bytes."""
+    measured = processes.run(
+        [sys.executable, "-c", MEASURE_PEAK, str(output), str(SCRIPT), "query", database, sql, output_format],
+        env=script_environment(),
+        text=True,
+        timeout=600,
+    )
+    returncode, peak_kib = measured.stdout.split()
+    assert returncode == "0", measured.stderr
+    return int(peak_kib) * 1024
+
+
+def test_a_table_takes_its_column_widths_from_its_first_1000_rows(sqlite_path: str) -> None:
+    """The table streams too: its columns are as wide as the header and the first 1,000 rows need, and a longer
+    cell further down widens only its own line."""
+    build(sqlite_path)
+    sql = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1001) "
+        "SELECT CASE WHEN x = 1001 THEN 'a much longer cell' ELSE 'short' END AS word, x FROM c"
+    )
+    result = invoke("query", sqlite_path, sql)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["word   x", "-----  ----", "short  1"]
+    assert lines[1001:] == ["short  1000", "a much longer cell  1001"]
+
+
+@pytest.mark.parametrize("output_format", ["--csv", "--json"])
+def test_a_large_result_streams_complete_in_little_memory(
+    database_url: str, tmp_path: Path, output_format: str
+) -> None:
+    """400,000 rows of 300 characters come out complete (CSV lines, one valid JSON array), and the process's peak
+    memory grows, over that of a 10-row query, by less than a tenth of what holding the rows as Python tuples would
+    take (about 170 MB; streaming takes a few MB, however many rows there are)."""
+    build(database_url)
+    count = 400_000
+    holding = count * (sys.getsizeof((count, PADDING)) + sys.getsizeof(count) + sys.getsizeof(PADDING))
+    output = tmp_path / "output"
+    small = query_to_file(database_url, numbered_rows(10), output_format, output)
+    large = query_to_file(database_url, numbered_rows(count), output_format, output)
+
+    assert large - small < holding / 10, (large, small, holding)
+    if output_format == "--csv":
+        expected = hashlib.sha256(b"x,padding\n")
+        for x in range(1, count + 1):
+            expected.update(f"{x},{PADDING}\n".encode())
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == expected.hexdigest()
+    else:
+        with output.open(encoding="utf-8") as file:
+            rows = json.load(file)
+        assert len(rows) == count
+        assert all(row == {"x": x, "padding": PADDING} for x, row in enumerate(rows, start=1))
+    output.unlink()
