@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,11 +18,11 @@ from sqlalchemy.engine import URL, Row
 from smallab_db import cli_output, export, importing, migration
 from smallab_db.batches import batch_id_or_error
 from smallab_db.database import describe, resolve_url
-from smallab_db.errors import DatabaseError, SmallabError, UsageError, describe_os_error
+from smallab_db.errors import DatabaseError, QueryError, SmallabError, UsageError, describe_os_error
 from smallab_db.layouts import LAYOUTS
 from smallab_db.results import duration_seconds
 from smallab_db.schema import STATUSES
-from smallab_db.sql_query import run_read_only_query
+from smallab_db.sql_query import read_only_query
 from smallab_db.store import RunStore
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -28,6 +30,8 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 SPECIFICATION_WIDTH = 60
 DEBUG_ENV = "SMALLAB_DB_DEBUG"
 HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
+TABLE_WIDTH_ROWS = 1000  # `query` sets a table's column widths from its first rows, as it cannot wait for all
+OUTPUT_LINES = 100  # `query` writes its output this many lines at a time
 
 
 class CleanErrorGroup(click.Group):
@@ -146,10 +150,13 @@ def status(url: str | None) -> None:
 @click.argument("arguments", nargs=-1, required=True, metavar="[URL] SQL")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects instead of a table.")
-def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
-    """Run one SQL statement read-only and print its rows. A statement that writes is refused.
+@click.option("--timeout", metavar="SECONDS", help="Stop the query once it has run this many seconds.")
+def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str | None) -> None:
+    """Run one read-only SQL query and print its rows as they arrive. Anything that would write is refused.
 
     The tables are batches and runs; the view run_details has one row per run with its batch name and duration.
+    On PostgreSQL, a query runs as the role smallab_db_reader, which may only read those (see the README).
+    Ctrl-C stops a query at once. A table's column widths come from its first 1,000 rows.
 
     Example: smallab-db query results.db "SELECT batch, status, count(*) FROM run_details GROUP BY 1, 2"
     """
@@ -158,15 +165,45 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
     if as_csv and as_json:
         raise UsageError("choose one of --csv and --json")
     url, sql = (None, arguments[0]) if len(arguments) == 1 else arguments
-    result = run_read_only_query(resolve_url(url), sql)
-    if not result.columns:
-        click.echo("the statement returned no rows")
-    elif as_csv:
-        click.echo(cli_output.csv_text(result.columns, result.rows))
-    elif as_json:
-        click.echo(cli_output.json_text(result.columns, result.rows))
-    else:
-        click.echo(cli_output.table(result.columns, result.rows))
+    if not sql.strip():
+        raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
+    seconds = None if timeout is None else _positive_seconds(timeout)
+    try:
+        with read_only_query(resolve_url(url), sql, seconds) as result:
+            if not result.columns:
+                click.echo("the statement returned no rows")
+                return
+            if as_csv:
+                lines = cli_output.csv_lines(result.columns, result.rows)
+            elif as_json:
+                lines = cli_output.json_lines(result.columns, result.rows)
+            else:
+                lines = cli_output.table_lines(result.columns, result.rows, TABLE_WIDTH_ROWS)
+            for chunk in _batched(lines, OUTPUT_LINES):
+                click.echo(chunk, nl=False)
+    except KeyboardInterrupt:
+        raise QueryError("interrupted (Ctrl-C): the query was stopped, and nothing was changed") from None
+
+
+def _positive_seconds(text: str) -> float:
+    """Parse ``--timeout``: a positive, finite number of seconds.
+
+    Raises:
+        UsageError: naming the value.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"--timeout takes a positive number of seconds, but got {text!r}: for example --timeout 30")
+    return seconds
+
+
+def _batched(lines: Iterator[str], size: int) -> Iterator[str]:
+    """Join ``lines`` into strings of ``size`` lines, so that output is written in a few large pieces."""
+    while chunk := "".join(islice(lines, size)):
+        yield chunk
 
 
 @main.command()

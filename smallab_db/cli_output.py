@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain, islice
 from typing import Any
 
 
@@ -45,26 +46,41 @@ def json_value(value: Any) -> Any:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Return the rows as a table with a header and columns padded to their widest cell."""
-    texts = [[cell_text(value) for value in row] for row in rows]
-    widths = [max([len(column), *(len(row[index]) for row in texts)]) for index, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * width for width in widths))
-    lines.extend(
-        "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip() for row in texts
-    )
-    return "\n".join(lines)
+    return "".join(table_lines(columns, iter(rows), len(rows))).rstrip("\n")
 
 
-def csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Return the rows as CSV with a header line."""
+def table_lines(columns: Sequence[str], rows: Iterator[Sequence[Any]], measured_rows: int) -> Iterator[str]:
+    """Yield a table's lines (each ending in a newline), with columns as wide as their widest cell among the header
+    and the first ``measured_rows`` rows; a longer cell further down widens only its own line."""
+    first = [[cell_text(value) for value in row] for row in islice(rows, measured_rows)]
+    widths = [max([len(column), *(len(row[index]) for row in first)]) for index, column in enumerate(columns)]
+    yield _aligned(columns, widths)
+    yield "  ".join("-" * width for width in widths) + "\n"
+    for texts in chain(first, ([cell_text(value) for value in row] for row in rows)):
+        yield _aligned(texts, widths)
+
+
+def _aligned(texts: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(text.ljust(width) for text, width in zip(texts, widths, strict=True)).rstrip() + "\n"
+
+
+def csv_lines(columns: Sequence[str], rows: Iterator[Sequence[Any]]) -> Iterator[str]:
+    """Yield a CSV header line, then one line per row (a line may hold a quoted newline of a cell)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([cell_text(value) for value in row] for row in rows)
-    return buffer.getvalue().rstrip("\n")
+    for row in chain([columns], ([cell_text(value) for value in row] for row in rows)):
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
 
 
-def json_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Return the rows as a JSON array of objects keyed by column name."""
-    objects = [{column: json_value(value) for column, value in zip(columns, row, strict=True)} for row in rows]
-    return json.dumps(objects, indent=1, ensure_ascii=False)
+def json_lines(columns: Sequence[str], rows: Iterator[Sequence[Any]]) -> Iterator[str]:
+    """Yield one JSON array of objects keyed by column name, an object at a time."""
+    separator = "[\n"
+    for row in rows:
+        record = {column: json_value(value) for column, value in zip(columns, row, strict=True)}
+        item = json.dumps(record, indent=1, ensure_ascii=False)
+        yield separator + " " + item.replace("\n", "\n ")
+        separator = ",\n"
+    yield "[]\n" if separator == "[\n" else "\n]\n"

@@ -147,7 +147,40 @@ def create_read_only_engine(url: URL) -> Engine:
         raise DatabaseError(f"cannot use database URL {describe(url)!r}: {error}") from error
 
 
-_INTROSPECTION_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
+# Pragmas that only report. The first kind take a table or index name (or a limit) as their argument; the second
+# only report a value when given no argument (with one, most of them change a setting, so they are refused then).
+# Every other pragma is refused, whether or not it has an argument: PRAGMA wal_checkpoint has none and writes.
+_INSPECTING_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+}
+_REPORTING_PRAGMAS = {
+    "application_id",
+    "collation_list",
+    "compile_options",
+    "data_version",
+    "database_list",
+    "encoding",
+    "foreign_keys",
+    "freelist_count",
+    "function_list",
+    "module_list",
+    "page_count",
+    "page_size",
+    "pragma_list",
+    "query_only",
+    "read_uncommitted",
+    "schema_version",
+    "user_version",
+}
 _READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 
 
@@ -157,11 +190,13 @@ def _make_sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _allow_only_reading(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-    """SQLite authorizer: reads, pragmas that only report, and schema introspection pass; ATTACH and all else fail."""
+    """SQLite authorizer: reads and the pragmas that only report pass; ATTACH, writes and every other pragma fail."""
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _INTROSPECTION_PRAGMAS):
-        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA:
+        pragma = (arg1 or "").lower()
+        if pragma in _INSPECTING_PRAGMAS or (pragma in _REPORTING_PRAGMAS and arg2 is None):
+            return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
 
 

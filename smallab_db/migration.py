@@ -16,6 +16,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from smallab_db import postgres_reader
 from smallab_db.database import (
     create_engine,
     create_read_only_engine,
@@ -90,6 +91,9 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
 def upgrade(engine: Engine) -> str:
     """Create or upgrade the schema to the head revision under the migration lock; return the revision.
 
+    On PostgreSQL, a schema already at the head gets the read-only query function if it lacks it (see
+    :mod:`smallab_db.postgres_reader`).
+
     Raises:
         SchemaError: the database is at a revision newer than this smallab-db knows.
         DatabaseError: the database cannot be read or written.
@@ -102,6 +106,8 @@ def upgrade(engine: Engine) -> str:
             _refuse_unknown(revision, url)
             if revision != head_revision():
                 command.upgrade(alembic_config(connection), "head")
+            elif connection.dialect.name == "postgresql":
+                postgres_reader.ensure_installed(connection)
 
     try:
         retry_transient(upgrade_under_lock, f"migrating {describe(url)}", is_busy)

@@ -99,14 +99,6 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("url", ["rm", "{V}", "--batch", "broken"], URLS),
     ],
 }
-# Cases that still fail for a reason outside this catalogue's reach: the ``query`` command's body is being reworked
-# in another branch (timeouts, PostgreSQL role). They are reported as an expected failure while nothing else fails.
-KNOWN_GAPS = {
-    ("query", "sql", "empty"): "an empty statement exits 0 with 'the statement returned no rows'",
-    ("query", "sql", "whitespace"): "a blank statement exits 0 with 'the statement returned no rows'",
-}
-
-
 @dataclass(frozen=True)
 class Setting:
     """The files the command lines refer to, below ``root``, and the working directory they run in, two levels
@@ -212,7 +204,6 @@ def test_hostile_arguments_fail_cleanly_and_change_nothing(setting: Setting, com
     before = sha256(setting.database)
     paths = set(setting.root.rglob("*"))
     failures: list[str] = []
-    known: list[str] = []
     for slot, template, values in SLOTS[command]:
         for name, value in values.items():
             line = setting.fill(template, value)
@@ -224,13 +215,9 @@ def test_hostile_arguments_fail_cleanly_and_change_nothing(setting: Setting, com
                 problems.append("the database changed")
             if new := written(setting, paths):
                 problems.append(f"it wrote {new!r:.300}")
-            if problems and (command, slot, name) in KNOWN_GAPS:
-                known.append(f"{slot}={name}: {KNOWN_GAPS[command, slot, name]}")
-            elif problems:
+            if problems:
                 failures.append(f"{slot}={name}: {', '.join(problems)}\n  {line!r:.300}\n  {stderr[-600:]}")
     assert not failures, f"{len(failures)} case(s) of {command!r} failed:\n" + "\n".join(failures)
-    if known:
-        pytest.xfail(f"known gaps of {command!r}, owned by its rework in another branch: {'; '.join(known)}")
 
 
 NUL_VALUES = {"nul": "a\x00b", "only-nul": "\x00"}

@@ -221,6 +221,13 @@ def test_query_json(database_url: str) -> None:
     ]
 
 
+def test_query_json_keeps_text_as_it_is(sqlite_path: str) -> None:
+    """``--json`` prints non-ASCII text as it is (not as ``\\u`` escapes), in the same layout as ever."""
+    build(sqlite_path)
+    output = assert_ok(invoke("query", sqlite_path, "SELECT 'é ü 😀' AS text, 2 AS n", "--json"))
+    assert output == '[\n {\n  "text": "é ü 😀",\n  "n": 2\n }\n]\n'
+
+
 def test_query_json_prints_numbers_as_numbers(database_url: str) -> None:
     """In ``--json``, computed numbers (an average, the view's ``duration_s``) are JSON numbers on both databases,
     not strings: PostgreSQL returns them as NUMERIC."""
@@ -298,6 +305,8 @@ WRITES = {
     "attach": "ATTACH DATABASE '{folder}/attached.db' AS other",
     "vacuum-into": "VACUUM INTO '{folder}/copy.db'",
     "journal-mode": "PRAGMA journal_mode = delete",
+    "wal-checkpoint-truncate": "PRAGMA wal_checkpoint(TRUNCATE)",
+    "incremental-vacuum": "PRAGMA incremental_vacuum",
 }
 
 
@@ -346,6 +355,17 @@ def test_query_refuses_a_statement_that_writes_to_postgresql(postgres_url: str, 
     line = assert_clean_error(invoke("query", postgres_url, statement))
 
     assert "read-only" in line
+    assert stored_state(postgres_url) == before
+
+
+def test_query_cannot_break_out_of_the_subquery_it_runs_in_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL the statement runs as ``SELECT * FROM (<statement>) AS q``: a statement that closes that
+    parenthesis to append a COPY of its own is refused as it stands, and runs nothing."""
+    build(postgres_url)
+    before = stored_state(postgres_url)
+    statement = f"SELECT 1) AS q; COPY runs TO PROGRAM 'touch {tmp_path}/pwned'; SELECT * FROM (SELECT 1"
+    assert "syntax error" in assert_clean_error(invoke("query", postgres_url, statement))
+    assert list(tmp_path.iterdir()) == []
     assert stored_state(postgres_url) == before
 
 
