@@ -82,7 +82,7 @@ def retry_transient(
         except Exception as error:
             if not retryable(error) or time.monotonic() + pause > deadline:
                 raise
-            if not warned:
+            if not warned and not is_busy(error):  # waiting for another writer is routine; a dropped connection is not
                 logger.warning(
                     "smallab-db: %s failed (%s); trying again for up to %.0f s", what, reason(error), deadline_seconds
                 )

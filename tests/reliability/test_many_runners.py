@@ -29,7 +29,7 @@ def race(database: str, batches: list[str], count: int, markers: Path, tmp_path:
     outputs = [runner.communicate(timeout=300) for runner in runners]
     for runner, (_, err) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, err
-        assert "locked" not in err.lower()
+        assert "locked" not in err.lower(), err
     return [(out, err) for out, err in outputs]
 
 
