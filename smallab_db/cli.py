@@ -155,7 +155,7 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
     """Run one read-only SQL query and print its rows as they arrive. Anything that would write is refused.
 
     The tables are batches and runs; the view run_details has one row per run with its batch name and duration.
-    On PostgreSQL, a query runs as the role smallab_db_reader, which may only read those (see the README).
+    On PostgreSQL, a query runs as the role smallab_db_reader, which may only read those (see the docs' Querying page).
     Ctrl-C stops a query at once. A table's column widths come from its first 1,000 rows.
 
     Example: smallab-db query results.db "SELECT batch, status, count(*) FROM run_details GROUP BY 1, 2"

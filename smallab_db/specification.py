@@ -1,6 +1,6 @@
 """Specifications: validation, canonical JSON and the stable hash that identifies a run.
 
-The hash is a stored contract (see "Hash scheme" in the README): the SHA-256 of the canonical JSON text,
+The hash is a stored contract (see "Hash scheme" in docs/database.md): the SHA-256 of the canonical JSON text,
 ``json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` encoded as
 UTF-8. Changing it needs a migration.
 """

@@ -53,7 +53,7 @@ class OnlyInThisProcess:
 
 
 def doubling(specification: dict[str, Any]) -> dict[str, Any]:
-    """The README's experiment: ``seed * 2 + size / 100``; raises ValueError for seed 3 with size 20."""
+    """The docs' example experiment: ``seed * 2 + size / 100``; raises ValueError for seed 3 with size 20."""
     if specification == FAILING:
         raise ValueError("seed 3 with size 20 fails on purpose")
     return {"number": specification["seed"] * 2 + specification["size"] / 100}
@@ -70,7 +70,7 @@ def not_json(specification: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(database: str, name: str = BATCH, other: bool = True) -> None:
-    """Run batch ``name`` of the README's experiment (one of six runs fails) and, unless told not to, a batch
+    """Run batch ``name`` of the docs' example experiment (one of six runs fails) and, unless told not to, a batch
     ``squares`` of two runs, then close the runner.
 
     Args:
