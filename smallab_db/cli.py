@@ -96,6 +96,18 @@ class PathParameter(click.ParamType):
         return Path(value)
 
 
+def url_and_last(arguments: tuple[str, ...], command: str, last: str, hint: str) -> tuple[str | None, str]:
+    """Split the positional arguments ``[URL] LAST`` of a command: the last one is always ``LAST``, so that a single
+    argument is never taken for the URL.
+
+    Raises:
+        UsageError: more than two arguments.
+    """
+    if len(arguments) > 2:
+        raise UsageError(f"{command} takes [URL] and {last}, but got {len(arguments)} arguments: {hint}")
+    return (None, arguments[0]) if len(arguments) == 1 else (arguments[0], arguments[1])
+
+
 def database_argument(command: Command) -> Command:
     """Add the optional ``[URL]`` argument: a file path or SQLAlchemy URL."""
     return click.argument("url", required=False, metavar="[URL]")(command)
@@ -160,11 +172,9 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
 
     Example: smallab-db query results.db "SELECT batch, status, count(*) FROM run_details GROUP BY 1, 2"
     """
-    if len(arguments) > 2:
-        raise UsageError(f"query takes [URL] and one SQL statement, but got {len(arguments)} arguments: quote the SQL")
     if as_csv and as_json:
         raise UsageError("choose one of --csv and --json")
-    url, sql = (None, arguments[0]) if len(arguments) == 1 else arguments
+    url, sql = url_and_last(arguments, "query", "one SQL statement", "quote the SQL")
     if not sql.strip():
         raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
     seconds = None if timeout is None else _positive_seconds(timeout)
@@ -224,16 +234,17 @@ def runs(url: str | None, batch: str, status_filter: str | None) -> None:
 
 
 @main.command()
-@database_argument
-@click.argument("hash_prefix")
+@click.argument("arguments", nargs=-1, required=True, metavar="[URL] HASH_PREFIX")
 @click.option("--batch", "batch", metavar="NAME", help="Look only in this batch.")
-def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
+def show(arguments: tuple[str, ...], batch: str | None) -> None:
     """Print one run in full: specification, status, timestamps, host, error, traceback and JSON result.
 
-    HASH_PREFIX is the start of the run's spec_hash, as `smallab-db runs` prints it. The CLI never unpickles.
+    HASH_PREFIX is the start of the run's spec_hash, as `smallab-db runs` prints it; it is the last argument, so
+    `smallab-db show 3f2a9c` reads the default database. The CLI never unpickles.
 
     Example: smallab-db show results.db 3f2a9c
     """
+    url, hash_prefix = url_and_last(arguments, "show", "one hash prefix", "give the URL first, then the prefix")
     with opened(url, "read") as store:
         if not HASH_PREFIX.fullmatch(hash_prefix):
             raise UsageError(
