@@ -8,15 +8,34 @@ from smallab_db.errors import UsageError
 from smallab_db.store import RunStore
 
 MAX_NAME_LENGTH = 255
+MAX_FOLDER_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems
 
 
 def check_batch_name(name: Any) -> None:
-    """Raise :class:`UsageError` unless ``name`` can name a batch.
+    """Raise :class:`UsageError` unless ``name`` can name a new batch, one that every later command can use.
 
-    A batch name is a non-empty string of at most 255 characters, without NUL, that UTF-8 can encode: on a command
-    line, a byte that is not UTF-8 (a Latin-1 ``é``, say) reaches Python as a lone surrogate, which no database
-    driver can send.
+    A batch name is a non-empty string of at most 255 characters, without NUL, that UTF-8 can encode (on a command
+    line, a byte that is not UTF-8, a Latin-1 ``é`` say, reaches Python as a lone surrogate, which no database
+    driver can send), and that can be a folder name, as ``export`` makes it one: no ``/`` or ``\\``, not ``.`` or
+    ``..``, at most 255 bytes in UTF-8.
     """
+    _check_text(name)
+    if name in (".", "..") or "/" in name or "\\" in name:
+        tidy = name.replace("/", "-").replace("\\", "-").strip(".") or "batch"
+        raise UsageError(
+            f"the batch name {name!r:.300} cannot be a folder name, which `export` makes of it: it holds a path "
+            f"separator (/ or \\) or is . or ..; use another name, such as {tidy!r:.300}"
+        )
+    if len(name.encode("utf-8")) > MAX_FOLDER_NAME_BYTES:
+        raise UsageError(
+            f"the batch name {name!r:.80}… is {len(name.encode('utf-8'))} bytes long in UTF-8, but a folder name, "
+            f"which `export` makes of it, holds at most {MAX_FOLDER_NAME_BYTES}: use a shorter name"
+        )
+
+
+def _check_text(name: Any) -> None:
+    """Raise :class:`UsageError` unless ``name`` is text that could name a batch at all: what finding a batch
+    needs (a batch an older smallab-db created may hold a ``/``)."""
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         raise UsageError(
             f"the batch name must be a non-empty string of at most {MAX_NAME_LENGTH} characters, but got {name!r:.80}"
@@ -40,10 +59,10 @@ def batch_id_or_error(store: RunStore, name: str) -> int:
     """Return the id of batch ``name``.
 
     Raises:
-        UsageError: ``name`` cannot be a batch name (see :func:`check_batch_name`), or there is no such batch; the
-            message lists the batches there are.
+        UsageError: ``name`` is not text that can name a batch, or there is no such batch; the message lists the
+            batches there are.
     """
-    check_batch_name(name)
+    _check_text(name)
     batch_id = store.find_batch(name)
     if batch_id is None:
         names = [batch for batch, _ in store.batch_counts()]
