@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, Row
 
 from smallab_db import cli_output, export, importing, migration
 from smallab_db.batches import batch_id_or_error
-from smallab_db.database import describe, resolve_url
+from smallab_db.database import check_sqlite_file, describe, resolve_url
 from smallab_db.errors import DatabaseError, QueryError, SmallabError, UsageError, describe_os_error
 from smallab_db.layouts import LAYOUTS
 from smallab_db.results import duration_seconds
@@ -58,7 +58,7 @@ class CleanErrorGroup(click.Group):
                     f"internal error ({type(error).__name__}: {error}); this is a bug in smallab-db: please report "
                     f"it with the command and what it prints when run again with {DEBUG_ENV}=1"
                 )
-            raise click.ClickException(_one_line(message)) from error
+            raise click.ClickException(cli_output.printable(_one_line(message))) from error
 
 
 def _user_error_message(error: Exception) -> str | None:
@@ -139,7 +139,7 @@ def migrate(url: str | None) -> None:
     """
     resolved = database_url(url)
     revision = migration.migrate(resolved)
-    click.echo(f"{describe(resolved)}: schema at revision {revision} (up to date)")
+    click.echo(f"{cli_output.printable(describe(resolved))}: schema at revision {revision} (up to date)")
 
 
 @main.command()
@@ -347,6 +347,7 @@ def opened(url: str | None, mode: str) -> Iterator[RunStore]:
         DatabaseError: a SQLite file that does not exist, unless ``mode`` is ``"create"``.
     """
     resolved = database_url(url)
+    check_sqlite_file(resolved, writable=False)  # a path too long, say: the same error as the Python API's
     if mode != "create" and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
         raise DatabaseError(
             f"no database at {describe(resolved)!r}: check the path, or create one with "
@@ -363,21 +364,13 @@ def database_url(url: str | None) -> URL:
     """Resolve the ``[URL]`` argument (None: ``$SMALLAB_DB``, else ``./smallab.db``).
 
     Raises:
-        DatabaseError: the URL cannot be parsed, or it is a SQLite path holding a NUL character or bytes that are
-            not UTF-8 (a reading command opens SQLite files by their UTF-8 name, so such a file could be created but
-            not read).
+        DatabaseError: the URL cannot be parsed, or it is a SQLite path holding a NUL character.
     """
     resolved = resolve_url(url)
     path = resolved.database if resolved.get_backend_name() == "sqlite" else None
     if path and "\0" in path:
         raise DatabaseError(
             f"the database path {path!r:.1000} holds a NUL character, which no file name can: remove it"
-        )
-    if path and _is_surrogate(path):
-        raise DatabaseError(
-            f"the database path {path!r:.1000} is not valid UTF-8 (a byte that is not UTF-8 reaches Python as a lone "
-            "surrogate), and smallab-db opens SQLite files by their UTF-8 name: rename the file, or point a "
-            "symbolic link with a UTF-8 name at it"
         )
     return resolved
 

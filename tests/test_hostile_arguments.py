@@ -45,9 +45,10 @@ NAMES: dict[str, str | bytes] = {
 }
 # Hostile values for paths; ``{notes}`` is a regular file, so a path below it can never be created.
 PATHS = {key: NAMES[key] for key in ("undecodable", "encoded-surrogate", "long", "dot-dot", "dash", "empty")}
-# URLs that name no database, and could not create one: ``migrate`` and ``import`` create a database at a new path.
+# URLs that name no database, and could not create one: ``migrate`` and ``import`` create a database at a new path
+# (a file name that is not UTF-8 is a valid one: those go below ``{notes}``, where nothing can be created).
 NO_DATABASE: dict[str, str | bytes] = {
-    **{key: NAMES[key] for key in ("undecodable", "encoded-surrogate", "long")},
+    "long": NAMES["long"],
     "directory": "{folder}",
     "not-a-database": "{notes}",
     "missing-directory": "{folder}/missing/runs.db",
