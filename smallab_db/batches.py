@@ -1,13 +1,17 @@
-"""Batch names: what a valid one is, and finding a batch by name."""
+"""Batch names: what a valid one is; finding a batch by name, and a run by the start of its hash."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from sqlalchemy.engine import Row
 
 from smallab_db.errors import UsageError
 from smallab_db.store import RunStore
 
 MAX_NAME_LENGTH = 255
+HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 MAX_FOLDER_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems
 
 
@@ -68,3 +72,27 @@ def batch_id_or_error(store: RunStore, name: str) -> int:
         names = [batch for batch, _ in store.batch_counts()]
         raise UsageError(f"no batch named {name!r} in this database; its batches are: {names or 'none'}")
     return batch_id
+
+
+def run_by_hash_prefix(store: RunStore, hash_prefix: str, batch: str | None) -> Row[Any]:
+    """Return the one run whose hash starts with ``hash_prefix`` (in batch ``batch``, if given): all its columns,
+    plus ``batch``, its batch's name.
+
+    Raises:
+        UsageError: the prefix is not hexadecimal, or matches no run or several; there is no batch ``batch``.
+    """
+    batch_id = batch_id_or_error(store, batch) if batch is not None else None
+    if not HASH_PREFIX.fullmatch(hash_prefix):
+        raise UsageError(
+            f"the hash prefix {hash_prefix!r:.80} is not the start of a hash: give 1 to 64 hexadecimal digits "
+            "(0-9, a-f), as `smallab-db runs` prints them"
+        )
+    matches = store.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
+    if not matches:
+        where = f" in batch {batch!r}" if batch else ""
+        raise UsageError(f"no run{where} has a hash starting with {hash_prefix!r}: list them with `smallab-db runs`")
+    if len(matches) > 1:
+        found = ", ".join(f"{row.spec_hash[:16]} (batch {row.batch!r})" for row in matches[:5])
+        more = "" if batch else " or --batch NAME"
+        raise UsageError(f"hash prefix {hash_prefix!r} matches several runs: {found}; give more characters{more}")
+    return matches[0]
