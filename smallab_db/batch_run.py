@@ -20,7 +20,7 @@ from smallab_db.lease import LeaseKeeper
 from smallab_db.recorder import Recorder
 from smallab_db.records import Owner, Specification
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
-from smallab_db.schema import PENDING
+from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
 
@@ -62,15 +62,15 @@ class BatchRun:
             KeyboardInterrupt: after storing what finished and releasing the rest.
         """
         batch_id = self.store.ensure_batch(self.name)
-        tally = Tally(self._register(batch_id, specifications, rerun_all))
-        del specifications  # the runs are in the database now; free the list while the batch runs
+        completed = self._register(batch_id, specifications, rerun_all)
+        tally = Tally(completed)
+        pending = self.store.count(batch_id, PENDING)
+        if pending == 0 and self.show_progress:
+            print(self._nothing_to_run(batch_id, len(set(completed))), file=sys.stderr)
+        del specifications, completed  # the runs are in the database now; free the lists while the batch runs
         hooks = HookCaller()
         progress = tqdm(
-            total=self.store.count(batch_id, PENDING),
-            desc=self.name,
-            unit="run",
-            disable=not self.show_progress,
-            leave=True,
+            total=pending, desc=self.name, unit="run", disable=not self.show_progress or pending == 0, leave=True
         )
         try:
             while self._run_pending(batch_id, tally, progress, hooks):
@@ -82,6 +82,19 @@ class BatchRun:
         if summary.failed:
             hooks.call(self.hooks.on_batch_failure, summary.exceptions, summary.failed)
         return summary
+
+    def _nothing_to_run(self, batch_id: int, completed: int) -> str:
+        """What to say instead of an empty progress bar."""
+        running = self.store.count(batch_id, RUNNING)
+        if running:
+            return (
+                f"{self.name}: nothing to run here: {completed} runs are already completed, {running} are running "
+                "in other runners"
+            )
+        return (
+            f"{self.name}: all {completed} runs are already completed, nothing to run "
+            "(continue_from_last_run=False runs them again)"
+        )
 
     def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
         """Insert the specifications in chunks; return the ids of those completed already."""
@@ -128,7 +141,7 @@ class BatchRun:
                 finally:
                     keeper.stop()
             if interrupted:
-                print(
+                tqdm.write(
                     f"smallab-db: interrupted; {tally.completed} completed and {tally.failed} failed runs are "
                     "stored, unfinished runs are pending again: run the same call again to resume",
                     file=sys.stderr,

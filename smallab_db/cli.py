@@ -4,85 +4,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import URL, Row
+from sqlalchemy.engine import URL
 
 from smallab_db import cli_output, export, importing, migration
-from smallab_db.batches import batch_id_or_error
-from smallab_db.database import describe, resolve_url
-from smallab_db.errors import DatabaseError, QueryError, SmallabError, UsageError, describe_os_error
+from smallab_db.batches import batch_id_or_error, run_by_hash_prefix
+from smallab_db.cli_errors import CleanErrorGroup
+from smallab_db.database import check_sqlite_file, describe, resolve_url
+from smallab_db.errors import DatabaseError, QueryError, UsageError
 from smallab_db.layouts import LAYOUTS
-from smallab_db.results import duration_seconds
-from smallab_db.schema import STATUSES
+from smallab_db.schema import COMPLETED, FAILED, STATUSES
 from smallab_db.sql_query import read_only_query
 from smallab_db.store import RunStore
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
-SPECIFICATION_WIDTH = 60
-DEBUG_ENV = "SMALLAB_DB_DEBUG"
-HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 TABLE_WIDTH_ROWS = 1000  # `query` sets a table's column widths from its first rows, as it cannot wait for all
 OUTPUT_LINES = 100  # `query` writes its output this many lines at a time
-
-
-class CleanErrorGroup(click.Group):
-    """A command group whose commands fail with one ``Error: …`` line and exit status 1, never a traceback.
-
-    Errors a user can fix show what to do: a :class:`SmallabError`, an operating-system error (a path too long, a
-    full disk), and text that is not UTF-8 (an argument, ``$SMALLAB_DB`` or a file name in another encoding, which
-    reaches Python as lone surrogates). Any other exception is a bug: it prints one ``Error: internal error`` line
-    asking for a report, unless ``$SMALLAB_DB_DEBUG`` is set; then it propagates with its traceback (the tests set
-    it, so that no bug hides behind that line).
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
-            raise  # click reports these itself
-        except Exception as error:
-            message = _user_error_message(error)
-            if message is None:
-                if os.environ.get(DEBUG_ENV):
-                    raise
-                message = (
-                    f"internal error ({type(error).__name__}: {error}); this is a bug in smallab-db: please report "
-                    f"it with the command and what it prints when run again with {DEBUG_ENV}=1"
-                )
-            raise click.ClickException(_one_line(message)) from error
-
-
-def _user_error_message(error: Exception) -> str | None:
-    """The message of an error the user can fix, or None for a bug."""
-    if isinstance(error, SmallabError):
-        return str(error)
-    if isinstance(error, OSError):
-        return describe_os_error(error)
-    if isinstance(error, UnicodeEncodeError) and _is_surrogate(error.object[error.start : error.end]):
-        return (
-            f"{error.object!r:.160} is not valid UTF-8 text: a byte that is not UTF-8 (in an argument, $SMALLAB_DB "
-            "or a file name) reaches Python as a lone surrogate, which smallab-db cannot pass on: give it in UTF-8, "
-            "or rename the file"
-        )
-    return None
-
-
-def _is_surrogate(text: str) -> bool:
-    return any("\ud800" <= character <= "\udfff" for character in text)
-
-
-def _one_line(message: str) -> str:
-    """Join a multi-line message (a database driver's, say) into one line."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 class PathParameter(click.ParamType):
@@ -96,12 +39,28 @@ class PathParameter(click.ParamType):
         return Path(value)
 
 
+def url_and_last(arguments: tuple[str, ...], command: str, last: str, hint: str) -> tuple[str | None, str]:
+    """Split the positional arguments ``[URL] LAST`` of a command: the last one is always ``LAST``, so that a single
+    argument is never taken for the URL.
+
+    Raises:
+        UsageError: more than two arguments.
+    """
+    if len(arguments) > 2:
+        raise UsageError(f"{command} takes [URL] and {last}, but got {len(arguments)} arguments: {hint}")
+    return (None, arguments[0]) if len(arguments) == 1 else (arguments[0], arguments[1])
+
+
 def database_argument(command: Command) -> Command:
     """Add the optional ``[URL]`` argument: a file path or SQLAlchemy URL."""
     return click.argument("url", required=False, metavar="[URL]")(command)
 
 
 batch_option = click.option("--batch", "batch", required=True, metavar="NAME", help="The batch name.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (its shape is described above).")
+run_option = click.option(
+    "--run", "run_prefix", metavar="PREFIX", help="Only the run whose hash starts with PREFIX, as `runs` prints it."
+)
 
 
 @click.group(cls=CleanErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,18 +86,26 @@ def migrate(url: str | None) -> None:
     """
     resolved = database_url(url)
     revision = migration.migrate(resolved)
-    click.echo(f"{describe(resolved)}: schema at revision {revision} (up to date)")
+    click.echo(f"{cli_output.printable(describe(resolved))}: schema at revision {revision} (up to date)")
 
 
 @main.command()
 @database_argument
-def status(url: str | None) -> None:
+@json_option
+def status(url: str | None, as_json: bool) -> None:
     """List each batch with its number of runs per status.
+
+    With --json: a JSON array, one object per batch, {"batch": NAME, "pending": N, "running": N, "completed": N,
+    "failed": N}.
 
     Example: smallab-db status results.db
     """
     with opened(url, "read") as store:
         rows = store.batch_counts()
+    if as_json:
+        records = ({"batch": name, **{s: counts.get(s, 0) for s in STATUSES}} for name, counts in rows)
+        click.echo("".join(cli_output.json_array(records)), nl=False)
+        return
     if not rows:
         click.echo("no batches yet")
         return
@@ -155,16 +122,14 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
     """Run one read-only SQL query and print its rows as they arrive. Anything that would write is refused.
 
     The tables are batches and runs; the view run_details has one row per run with its batch name and duration.
-    On PostgreSQL, a query runs as the role smallab_db_reader, which may only read those (see the README).
+    On PostgreSQL, a query runs as the role smallab_db_reader, which may only read those (see the docs' Querying page).
     Ctrl-C stops a query at once. A table's column widths come from its first 1,000 rows.
 
     Example: smallab-db query results.db "SELECT batch, status, count(*) FROM run_details GROUP BY 1, 2"
     """
-    if len(arguments) > 2:
-        raise UsageError(f"query takes [URL] and one SQL statement, but got {len(arguments)} arguments: quote the SQL")
     if as_csv and as_json:
         raise UsageError("choose one of --csv and --json")
-    url, sql = (None, arguments[0]) if len(arguments) == 1 else arguments
+    url, sql = url_and_last(arguments, "query", "one SQL statement", "quote the SQL")
     if not sql.strip():
         raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
     seconds = None if timeout is None else _positive_seconds(timeout)
@@ -179,7 +144,7 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
                 lines = cli_output.json_lines(result.columns, result.rows)
             else:
                 lines = cli_output.table_lines(result.columns, result.rows, TABLE_WIDTH_ROWS)
-            for chunk in _batched(lines, OUTPUT_LINES):
+            for chunk in cli_output.batched(lines, OUTPUT_LINES):
                 click.echo(chunk, nl=False)
     except KeyboardInterrupt:
         raise QueryError("interrupted (Ctrl-C): the query was stopped, and nothing was changed") from None
@@ -200,57 +165,68 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
-def _batched(lines: Iterator[str], size: int) -> Iterator[str]:
-    """Join ``lines`` into strings of ``size`` lines, so that output is written in a few large pieces."""
-    while chunk := "".join(islice(lines, size)):
-        yield chunk
-
-
 @main.command()
 @database_argument
 @batch_option
 @click.option("--status", "status_filter", type=click.Choice(STATUSES), help="Only runs with this status.")
-def runs(url: str | None, batch: str, status_filter: str | None) -> None:
-    """List the runs of a batch: hash prefix, status, attempts, duration and specification.
+@click.option("--full", is_flag=True, help="Show each whole specification, not only the keys that vary.")
+@json_option
+def runs(url: str | None, batch: str, status_filter: str | None, full: bool, as_json: bool) -> None:
+    """List the runs of a batch: hash prefix, status, attempts, duration, and the keys of the specification that
+    vary within the batch, which tell its runs apart; a last line gives the keys that are the same in every run.
+    --full shows each whole specification instead.
+
+    With --json: a JSON array, one object per run, as `smallab-db show --json` prints it without the details:
+    run_id, spec_hash, status, attempts, started_at, finished_at, duration_s, error_type, specification, result
+    (the JSON copy of the result, as runner.results() returns it) and result_pickle_bytes.
 
     Example: smallab-db runs results.db --batch doubling --status failed
     """
     with opened(url, "read") as store:
-        rows = [_run_line(row) for row in store.iter_run_summaries(batch_id_or_error(store, batch), status_filter)]
-    if not rows:
+        batch_id = batch_id_or_error(store, batch)
+        if as_json:
+            records = (cli_output.run_record(row, False) for row in store.iter_run_summaries(batch_id, status_filter))
+            for chunk in cli_output.batched(cli_output.json_array(records), OUTPUT_LINES):
+                click.echo(chunk, nl=False)
+            return
+        varying = cli_output.VaryingKeys()
+        shown = []
+        for row in store.iter_run_summaries(batch_id):  # every run, so that keys vary over the whole batch
+            varying.add(row.specification)
+            if status_filter in (None, row.status):
+                shown.append(row)
+    if not shown:
         click.echo(f"no {status_filter or ''} runs in batch {batch!r}".replace("  ", " "))
         return
-    click.echo(cli_output.table(["hash", "status", "attempts", "duration_s", "specification"], rows))
+    described = cli_output.cell_text if full else varying.text
+    lines = [cli_output.run_line(row, described(row.specification)) for row in shown]
+    click.echo(cli_output.table(["hash", "status", "attempts", "duration_s", "specification"], lines))
+    if not full and (same := varying.same_in_every_run()):
+        click.echo(f"the same in every run: {same} (--full shows whole specifications)")
 
 
 @main.command()
-@database_argument
-@click.argument("hash_prefix")
+@click.argument("arguments", nargs=-1, required=True, metavar="[URL] HASH_PREFIX")
 @click.option("--batch", "batch", metavar="NAME", help="Look only in this batch.")
-def show(url: str | None, hash_prefix: str, batch: str | None) -> None:
+@json_option
+def show(arguments: tuple[str, ...], batch: str | None, as_json: bool) -> None:
     """Print one run in full: specification, status, timestamps, host, error, traceback and JSON result.
 
-    HASH_PREFIX is the start of the run's spec_hash, as `smallab-db runs` prints it. The CLI never unpickles.
+    HASH_PREFIX is the start of the run's spec_hash, as `smallab-db runs` prints it; it is the last argument, so
+    `smallab-db show 3f2a9c` reads the default database. The CLI never unpickles.
+
+    With --json: one JSON object, with the fields of `smallab-db runs --json` and batch, created_at, host, pid,
+    error_message and traceback.
 
     Example: smallab-db show results.db 3f2a9c
     """
+    url, hash_prefix = url_and_last(arguments, "show", "one hash prefix", "give the URL first, then the prefix")
     with opened(url, "read") as store:
-        if not HASH_PREFIX.fullmatch(hash_prefix):
-            raise UsageError(
-                f"the hash prefix {hash_prefix!r:.80} is not the start of a hash: give 1 to 64 hexadecimal digits "
-                "(0-9, a-f), as `smallab-db runs` prints them"
-            )
-        batch_id = batch_id_or_error(store, batch) if batch is not None else None
-        matches = store.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
-    if not matches:
-        where = f" in batch {batch!r}" if batch else ""
-        raise UsageError(f"no run{where} has a hash starting with {hash_prefix!r}: list them with `smallab-db runs`")
-    if len(matches) > 1:
-        found = ", ".join(f"{row.spec_hash[:16]} (batch {row.batch!r})" for row in matches[:5])
-        raise UsageError(
-            f"hash prefix {hash_prefix!r} matches several runs: {found}; give more characters or --batch NAME"
-        )
-    click.echo(_run_details(matches[0]))
+        row = run_by_hash_prefix(store, hash_prefix, batch)
+    if as_json:
+        click.echo(json.dumps(cli_output.run_record(row, True), indent=1, ensure_ascii=False))
+    else:
+        click.echo(cli_output.run_details(row))
 
 
 @main.command(name="export")
@@ -295,32 +271,63 @@ def import_command(folder: Path, batch: str, url: str | None) -> None:
 @main.command()
 @database_argument
 @batch_option
-def retry(url: str | None, batch: str) -> None:
-    """Put a batch's failed runs back to pending, so that the next run of the batch executes them.
+@run_option
+@click.option(
+    "--status",
+    type=click.Choice([FAILED, COMPLETED]),
+    default=FAILED,
+    show_default=True,
+    help="Put back the runs with this status: completed runs them again.",
+)
+def retry(url: str | None, batch: str, run_prefix: str | None, status: str) -> None:
+    """Put a batch's failed runs (or completed runs, or one run) back to pending, so that the next run of the batch
+    executes them.
 
-    Example: smallab-db retry results.db --batch doubling
+    Example: smallab-db retry results.db --batch doubling --run 3f2a9c
     """
     with opened(url, "write") as store:
-        count = store.requeue_failed(batch_id_or_error(store, batch))
-    click.echo(f"{count} failed run(s) of batch {batch!r} are pending again")
+        batch_id = batch_id_or_error(store, batch)
+        run = None if run_prefix is None else run_by_hash_prefix(store, run_prefix, batch)
+        if run is not None and run.status != status:
+            raise UsageError(
+                f"run {run.spec_hash[:12]} of batch {batch!r} is {run.status}, not {status}: "
+                + ("add --status completed to run it again" if run.status == COMPLETED else "nothing to put back")
+            )
+        count = store.requeue(batch_id, status, None if run is None else run.id)
+    click.echo(f"{count} {status} run(s) of batch {batch!r} are pending again")
 
 
 @main.command()
 @database_argument
 @batch_option
+@run_option
+@click.option("--status", type=click.Choice(STATUSES), help="Delete only the runs with this status.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def rm(url: str | None, batch: str, yes: bool) -> None:
-    """Delete a batch and all its runs, after confirmation.
+def rm(url: str | None, batch: str, run_prefix: str | None, status: str | None, yes: bool) -> None:
+    """Delete a batch and all its runs, or only some of its runs (--run, --status), after confirmation.
 
-    Example: smallab-db rm results.db --batch doubling --yes
+    Example: smallab-db rm results.db --batch doubling --status failed --yes
     """
     with opened(url, "write") as store:
         batch_id = batch_id_or_error(store, batch)
-        total = sum(dict(store.batch_counts())[batch].values())
+        if run_prefix is None and status is None:
+            total = sum(dict(store.batch_counts())[batch].values())
+            if not yes:
+                click.confirm(f"Delete batch {batch!r} and its {total} run(s)?", abort=True)
+            click.echo(f"deleted batch {batch!r} and its {store.delete_batch(batch_id)} run(s)")
+            return
+        run = None if run_prefix is None else run_by_hash_prefix(store, run_prefix, batch)
+        if run is not None and status not in (None, run.status):
+            raise UsageError(f"run {run.spec_hash[:12]} of {batch!r} is {run.status}, not {status}: nothing deleted")
+        if run is None:
+            assert status is not None  # --run or --status was given
+            chosen = f"the {store.count(batch_id, status)} {status} run(s)"
+        else:
+            chosen = f"run {run.spec_hash[:12]}"
         if not yes:
-            click.confirm(f"Delete batch {batch!r} and its {total} run(s)?", abort=True)
-        deleted = store.delete_batch(batch_id)
-    click.echo(f"deleted batch {batch!r} and its {deleted} run(s)")
+            click.confirm(f"Delete {chosen} of batch {batch!r}?", abort=True)
+        deleted = store.delete_runs(batch_id, status, None if run is None else run.id)
+    click.echo(f"deleted {deleted} run(s) of batch {batch!r}")
 
 
 @contextmanager
@@ -336,6 +343,7 @@ def opened(url: str | None, mode: str) -> Iterator[RunStore]:
         DatabaseError: a SQLite file that does not exist, unless ``mode`` is ``"create"``.
     """
     resolved = database_url(url)
+    check_sqlite_file(resolved, writable=False)  # a path too long, say: the same error as the Python API's
     if mode != "create" and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
         raise DatabaseError(
             f"no database at {describe(resolved)!r}: check the path, or create one with "
@@ -352,9 +360,7 @@ def database_url(url: str | None) -> URL:
     """Resolve the ``[URL]`` argument (None: ``$SMALLAB_DB``, else ``./smallab.db``).
 
     Raises:
-        DatabaseError: the URL cannot be parsed, or it is a SQLite path holding a NUL character or bytes that are
-            not UTF-8 (a reading command opens SQLite files by their UTF-8 name, so such a file could be created but
-            not read).
+        DatabaseError: the URL cannot be parsed, or it is a SQLite path holding a NUL character.
     """
     resolved = resolve_url(url)
     path = resolved.database if resolved.get_backend_name() == "sqlite" else None
@@ -362,54 +368,4 @@ def database_url(url: str | None) -> URL:
         raise DatabaseError(
             f"the database path {path!r:.1000} holds a NUL character, which no file name can: remove it"
         )
-    if path and _is_surrogate(path):
-        raise DatabaseError(
-            f"the database path {path!r:.1000} is not valid UTF-8 (a byte that is not UTF-8 reaches Python as a lone "
-            "surrogate), and smallab-db opens SQLite files by their UTF-8 name: rename the file, or point a "
-            "symbolic link with a UTF-8 name at it"
-        )
     return resolved
-
-
-def _run_line(row: Row[Any]) -> list[Any]:
-    duration = duration_seconds(row.started_at, row.finished_at)
-    specification = " ".join(f"{key}={cli_output.cell_text(value)}" for key, value in row.specification.items())
-    if len(specification) > SPECIFICATION_WIDTH:
-        specification = specification[: SPECIFICATION_WIDTH - 1] + "…"
-    shown_duration = None if duration is None else f"{duration:.3f}"
-    return [row.spec_hash[:12], row.status, row.attempts, shown_duration, specification]
-
-
-def _run_details(row: Row[Any]) -> str:
-    fields = {
-        "run": f"{row.id} of batch {row.batch!r}",
-        "hash": row.spec_hash,
-        "status": row.status,
-        "attempts": row.attempts,
-        "created_at": row.created_at,
-        "started_at": row.started_at,
-        "finished_at": row.finished_at,
-        "duration_s": duration_seconds(row.started_at, row.finished_at),
-        "host": row.host,
-        "pid": row.pid,
-        "error_type": row.error_type,
-        "error_message": row.error_message,
-    }
-    lines = [f"{name + ':':<15}{cli_output.cell_text(value)}" for name, value in fields.items()]
-    lines += ["specification:", _indented(json.dumps(row.specification, indent=2, sort_keys=True))]
-    if row.traceback:
-        lines += ["traceback:", _indented(row.traceback.rstrip())]
-    if row.result_json is not None:
-        lines += ["result:", _indented(json.dumps(row.result_json, indent=2, sort_keys=True))]
-    elif row.result is not None:
-        lines.append(
-            f"result:        stored only as a pickle ({len(row.result)} bytes), not JSON; the CLI does not unpickle: "
-            "load it in Python with runner.results() if you trust this database"
-        )
-    else:
-        lines.append("result:        none")
-    return "\n".join(lines)
-
-
-def _indented(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

@@ -32,20 +32,29 @@ def queryable_json(result: dict[str, Any]) -> str | None:
     """Return the result as JSON text that SQLite and PostgreSQL can both store and query, or None when it is not
     JSON (what ``result_json`` stores).
 
-    NUL characters in strings become U+FFFD in this copy; a lone surrogate, NaN, infinity, a non-string key or a
-    value JSON has no form for makes the result not JSON.
+    A value with a ``tolist()`` method (a numpy scalar or array, a pandas Series) is stored as what that returns,
+    plain numbers and lists. NUL characters in strings become U+FFFD in this copy; a lone surrogate, NaN, infinity,
+    a non-string key or a value JSON has no form for makes the result not JSON.
     """
     try:
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False, default=_as_list_or_number)
         text.encode("utf-8")  # a lone surrogate serialises, but no database can store it
+        if "\\u0000" in text:
+            text = json.dumps(_without_nul(json.loads(text)), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
-    if "\\u0000" not in text:
-        return text
+    return text
+
+
+def _as_list_or_number(value: Any) -> Any:
+    """JSON's fallback for a value it has no form for: what its ``tolist()`` returns, if it has one."""
+    to_list = getattr(value, "tolist", None)
+    if not callable(to_list):
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
     try:
-        return json.dumps(_without_nul(result), ensure_ascii=False, allow_nan=False)
-    except RecursionError:
-        return None
+        return to_list()
+    except Exception as error:  # the value's own method failed: the result is not JSON
+        raise TypeError(f"{type(value).__name__}.tolist() failed: {error}") from error
 
 
 def storable_text(text: str) -> str:

@@ -14,13 +14,14 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from smallab_db.codec import serialize_json
-from smallab_db.errors import DatabaseError
+from smallab_db.errors import DatabaseError, describe_os_error
 
 DEFAULT_DATABASE = "smallab.db"
 DATABASE_ENV = "SMALLAB_DB"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 BEGIN_MODE_OPTION = "smallab_sqlite_begin"
+POSTGRESQL_INSTALL = "pip install 'smallab-db[postgresql]'"
 
 
 def resolve_url(database: str | os.PathLike[str] | URL | None = None) -> URL:
@@ -40,6 +41,11 @@ def resolve_url(database: str | os.PathLike[str] | URL | None = None) -> URL:
             raise DatabaseError(f"cannot parse database URL {database!r}: {error}") from error
     else:
         url = URL.create("sqlite", database=str(Path(database).expanduser().absolute()))
+    if url.get_backend_name() == "postgres":
+        raise DatabaseError(
+            f"database URL {url.render_as_string()!r} starts with postgres://, which SQLAlchemy does not know: write "
+            f"postgresql:// instead (PostgreSQL needs `{POSTGRESQL_INSTALL}`)"
+        )
     if url.drivername == "postgresql":  # no driver named: use psycopg 3, which smallab-db installs
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
@@ -57,6 +63,19 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def unusable_url_error(url: URL, error: Exception) -> DatabaseError:
+    """The error for a URL SQLAlchemy cannot use (an unknown scheme), or whose driver is not installed."""
+    if isinstance(error, ImportError) and url.get_backend_name() == "postgresql":
+        return DatabaseError(
+            f"cannot use database URL {describe(url)!r}: its driver, psycopg 3, is not installed ({error}): "
+            f"`{POSTGRESQL_INSTALL}` installs it"
+        )
+    return DatabaseError(
+        f"cannot use database URL {describe(url)!r}: {error}; give a file path, or a sqlite:// or postgresql:// URL "
+        f"(PostgreSQL needs `{POSTGRESQL_INSTALL}`)"
+    )
+
+
 def reason(error: BaseException) -> object:
     """The driver's own error behind a SQLAlchemy error, which says what went wrong without SQLAlchemy's noise."""
     return getattr(error, "orig", None) or error
@@ -71,7 +90,13 @@ def check_sqlite_file(url: URL, writable: bool = True) -> None:
     """
     if url.get_backend_name() != "sqlite" or url.database is None or url.database.startswith("file:"):
         return
-    path = Path(url.database)
+    try:
+        _check_sqlite_path(Path(url.database), writable)
+    except OSError as error:  # a path too long, a folder that cannot be looked into
+        raise DatabaseError(f"cannot open database: {describe_os_error(error)}") from error
+
+
+def _check_sqlite_path(path: Path, writable: bool) -> None:
     if not path.parent.is_dir():
         raise DatabaseError(
             f"cannot open database {str(path)!r}: directory {str(path.parent)!r} does not exist; "
@@ -110,10 +135,7 @@ def create_engine(url: URL) -> Engine:
     try:
         engine = sqlalchemy.create_engine(url, **options)
     except (ArgumentError, ImportError) as error:
-        raise DatabaseError(
-            f"cannot use database URL {describe(url)!r}: {error}; give a file path, or a sqlite:// or "
-            "postgresql:// URL (PostgreSQL needs `pip install 'smallab-db[postgresql]'`)"
-        ) from error
+        raise unusable_url_error(url, error) from error
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
@@ -134,7 +156,7 @@ def create_read_only_engine(url: URL) -> Engine:
             raise DatabaseError(f"no database at {str(path)!r}: check the path, or run a batch there first")
         # mode=rw (read-only when the file is write-protected) rather than mode=ro: the last connection to close
         # then removes the -wal and -shm files; query_only and the authorizer keep every write out.
-        location = f"file:{urllib.parse.quote(str(path))}?mode=rw"
+        location = f"file:{urllib.parse.quote(os.fsencode(path))}?mode=rw"  # the file's own bytes, UTF-8 or not
         engine = sqlalchemy.create_engine(
             "sqlite://",
             creator=lambda: sqlite3.connect(location, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000),
@@ -144,7 +166,7 @@ def create_read_only_engine(url: URL) -> Engine:
     try:
         return sqlalchemy.create_engine(url, connect_args={"options": "-c default_transaction_read_only=on"})
     except (ArgumentError, ImportError) as error:
-        raise DatabaseError(f"cannot use database URL {describe(url)!r}: {error}") from error
+        raise unusable_url_error(url, error) from error
 
 
 # Pragmas that only report. The first kind take a table or index name (or a limit) as their argument; the second

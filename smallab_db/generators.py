@@ -19,7 +19,8 @@ class SpecificationGenerator:
         """Return the cross product of the list values, keys in sorted order.
 
         ``{"a": [1, 2], "b": [3]}`` gives ``[{"a": 1, "b": 3}, {"a": 2, "b": 3}]``. A list value that should stay a
-        list goes in double brackets: ``{"layers": [[64, 64]]}`` gives ``[{"layers": [64, 64]}]``.
+        list goes in double brackets: ``{"layers": [[64, 64]]}`` gives ``[{"layers": [64, 64]}]``. An array (numpy's
+        ``np.arange(3)``, a pandas Series) lists choices as a list does, each its plain value.
 
         Raises:
             SpecError: ``generation_specification`` is not a dict with string keys.
@@ -80,9 +81,9 @@ def _cross_product(generation_specification: Any) -> list[Specification]:
             raise SpecError(f"generation specification key {key!r} is a {type(key).__name__}; keys must be strings")
     keys = sorted(generation_specification)
     choices = [
-        [(key, value) for value in generation_specification[key]]
+        [(key, value) for value in _choices(generation_specification[key])]
         for key in keys
-        if isinstance(generation_specification[key], list)
+        if _is_choice_list(generation_specification[key])
     ]
     specifications = []
     for updates in itertools.product(*choices):
@@ -91,3 +92,17 @@ def _cross_product(generation_specification: Any) -> list[Specification]:
             specification[key] = copy.deepcopy(value)
         specifications.append(specification)
     return specifications
+
+
+def _is_choice_list(value: Any) -> bool:
+    """Whether ``value`` lists choices: a list, or an array of one or more dimensions (numpy, pandas)."""
+    return isinstance(value, list) or (_is_array(value) and value.shape != ())
+
+
+def _choices(value: Any) -> list[Any]:
+    """The choices of a choice list; an array's are its plain values (or rows), as its ``tolist()`` gives them."""
+    return value.tolist() if _is_array(value) else value
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(getattr(value, "shape", None), tuple) and callable(getattr(value, "tolist", None))

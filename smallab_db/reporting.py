@@ -65,13 +65,22 @@ class Reporter:
         self._tally.add(verdict)
         outcome = verdict.outcome
         if verdict.fate in (Fate.STORED, Fate.STORED_AS_FAILURE):
-            if outcome.failed:
-                self._hooks.call(self._on_failure, outcome.raised(), outcome.specification)
-            elif self._on_complete is not None:
+            if outcome.failed and self._on_failure is not None:
+                self._call_above_the_bar(self._on_failure, outcome.raised(), outcome.specification)
+            elif not outcome.failed and self._on_complete is not None:
                 result = outcome.result
                 if result is None:
                     assert outcome.result_pickle is not None
                     result = pickle.loads(outcome.result_pickle)
-                self._hooks.call(self._on_complete, outcome.specification, result)
+                self._call_above_the_bar(self._on_complete, outcome.specification, result)
         self._progress.update()
         self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}", False)
+
+    def _call_above_the_bar(self, hook: Callable[..., Any], *arguments: Any) -> None:
+        """Call a hook with the progress bar cleared, so that what it prints (``print``, logging) comes out on lines
+        of its own above the bar, which is drawn again below."""
+        if self._progress.disable:
+            self._hooks.call(hook, *arguments)
+            return
+        with tqdm.external_write_mode():
+            self._hooks.call(hook, *arguments)

@@ -1,6 +1,6 @@
 """Specifications: validation, canonical JSON and the stable hash that identifies a run.
 
-The hash is a stored contract (see "Hash scheme" in the README): the SHA-256 of the canonical JSON text,
+The hash is a stored contract (see "Hash scheme" in docs/database.md): the SHA-256 of the canonical JSON text,
 ``json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` encoded as
 UTF-8. Changing it needs a migration.
 """
@@ -28,13 +28,13 @@ def hash_canonical(canonical: str) -> str:
 
 
 def specification_hash(specification: dict[str, Any]) -> str:
-    """Return the stable hash of a specification, validating it first.
+    """Return the stable hash of a specification, validating it first; a numpy scalar in it hashes as the equal
+    plain value (see :func:`plain_specification`).
 
     Raises:
         SpecError: the specification is not a JSON object that survives a JSON round trip.
     """
-    validate_specification(specification)
-    return hash_canonical(canonical_json(specification))
+    return hash_canonical(canonical_json(plain_specification(specification)))
 
 
 def validate_specification(specification: Any, position: int | None = None) -> None:
@@ -49,8 +49,10 @@ def validate_specification(specification: Any, position: int | None = None) -> N
     """
     where = "specification" if position is None else f"specification #{position}"
     if type(specification) is not dict:
+        hint = _generator_hint(specification)
         raise SpecError(
-            f"{where} must be a dict of JSON values, but got {type(specification).__name__} {specification!r:.80}"
+            f"{where} must be a dict of JSON values, but got {type(specification).__name__} "
+            f"{specification!r:.80}{hint}"
         )
     problem = _first_problem(specification, "")
     if problem is not None:
@@ -58,21 +60,61 @@ def validate_specification(specification: Any, position: int | None = None) -> N
         raise SpecError(f"{where} is not valid JSON at key path {path or '<root>'}: {message}")
 
 
+def plain_specification(specification: Any, position: int | None = None) -> dict[str, Any]:
+    """Return ``specification`` validated, with every numpy scalar (any value of shape ``()`` with a ``tolist()``
+    method: ``np.int64(3)``, ``np.float32(0.5)``, ``np.bool_(True)``) replaced by the equal plain value, which is
+    what is hashed, stored and handed to ``main``. A specification without one is returned as it is.
+
+    Raises:
+        SpecError: as :func:`validate_specification`; a numpy array names ``.tolist()`` as the fix.
+    """
+    if type(specification) is dict:
+        if _first_problem(specification, "") is None:
+            return specification
+        specification = _plain(specification)
+    validate_specification(specification, position)
+    return specification
+
+
 def validate_all(specifications: Any) -> list[dict[str, Any]]:
-    """Validate every specification of a list and return them as a list.
+    """Validate every specification of a list and return them as a list, numpy scalars made plain (see
+    :func:`plain_specification`).
 
     Raises:
         SpecError: ``specifications`` is not a list or tuple, or one of its items is invalid.
     """
     if isinstance(specifications, (str, bytes, dict)) or not isinstance(specifications, Iterable):
-        raise SpecError(
-            f"specifications must be a list of dicts, but got {type(specifications).__name__}: "
-            "pass a list such as [{'seed': 1}, {'seed': 2}]"
-        )
+        fix = _generator_hint(specifications) or ": pass a list such as [{'seed': 1}, {'seed': 2}]"
+        raise SpecError(f"specifications must be a list of dicts, but got {type(specifications).__name__}{fix}")
     specifications = list(specifications)
     for position, specification in enumerate(specifications):
-        validate_specification(specification, position)
+        specifications[position] = plain_specification(specification, position)
     return specifications
+
+
+def _generator_hint(value: Any) -> str:
+    """The fix for a specification generator (or its ``generate`` method) given where its output belongs."""
+    if callable(getattr(value, "generate", None)) or getattr(value, "__name__", None) == "generate":
+        return (
+            ": this is a specification generator, not its output; pass what it generates, for example "
+            "SpecificationGenerator().generate({'seed': [1, 2, 3]})"
+        )
+    return ""
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Return a copy of ``value`` with numpy scalars (a ``tolist()`` method and shape ``()``) as plain values, down
+    to the deepest nesting a specification may have."""
+    kind = type(value)
+    if kind in (dict, list) and depth >= MAX_NESTING:
+        return value
+    if kind is dict:
+        return {_plain(key, depth): _plain(item, depth + 1) for key, item in value.items()}
+    if kind is list:
+        return [_plain(item, depth + 1) for item in value]
+    if getattr(value, "shape", None) == () and callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    return value
 
 
 def hashed(specifications: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
@@ -113,6 +155,8 @@ def _first_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | N
     if kind in _SCALARS:
         return None
     hint = " (use a list)" if kind in (tuple, set, frozenset) else ""
+    if callable(getattr(value, "tolist", None)):
+        hint = " (use .tolist() for its plain value or list)"
     return path, f"{value!r:.80} is a {kind.__name__}, which JSON cannot hold unchanged{hint}"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from smallab_db.database import unusable_url_error
 from smallab_db.errors import QueryError
 
 FETCH_ROWS = 1000
@@ -45,7 +46,7 @@ def read_only_query(url: URL, sql: str, timeout: float | None = None) -> Iterato
     Raises:
         QueryError: the statement failed, tried to write, or ran past ``timeout``; the database is unchanged. Also
             raised while iterating the rows.
-        DatabaseError: the database cannot be opened.
+        DatabaseError: the database cannot be opened, or its driver is not installed.
         KeyboardInterrupt: Ctrl-C stopped the statement (on SQLite too, within a second).
     """
     with _backend(url, sql, timeout) as (columns, rows):
@@ -62,7 +63,10 @@ def _backend(url: URL, sql: str, timeout: float | None) -> AbstractContextManage
     # Imported here: the PostgreSQL module needs psycopg, an optional dependency, and both modules use this one's
     # messages below.
     if url.get_backend_name() == "postgresql":
-        from smallab_db import postgres_query
+        try:
+            from smallab_db import postgres_query
+        except ImportError as error:  # psycopg 3, an optional dependency, is missing
+            raise unusable_url_error(url, error) from error
 
         return postgres_query.run(url, sql, timeout)
     if url.get_backend_name() == "sqlite":

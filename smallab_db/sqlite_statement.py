@@ -14,6 +14,7 @@ from __future__ import annotations
 import _sqlite3
 import ctypes
 import functools
+import os
 import urllib.parse
 
 from smallab_db.errors import QueryError
@@ -61,7 +62,7 @@ def check_reads_only(path: str, sql: str) -> None:
     except UnicodeEncodeError as error:
         raise QueryError(f"the query is not valid Unicode text ({error}): check how it was typed or encoded") from error
     handle = ctypes.c_void_p()
-    location = f"file:{urllib.parse.quote(path)}?mode=ro".encode()
+    location = f"file:{urllib.parse.quote(os.fsencode(path))}?mode=ro".encode()  # the file's bytes, UTF-8 or not
     try:
         if library.sqlite3_open_v2(location, ctypes.byref(handle), _SQLITE_OPEN_READONLY | _SQLITE_OPEN_URI, None):
             raise QueryError(f"cannot open {path!r} to check the query: {_error_message(library, handle)}")

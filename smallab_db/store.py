@@ -185,10 +185,27 @@ class RunStore(RunQueries):
 
         return self._write(transaction, "importing runs")
 
-    def requeue_failed(self, batch_id: int) -> int:
-        """Put the batch's failed runs back to pending; return how many."""
-        statement = update(runs).where(runs.c.batch_id == batch_id, runs.c.status == FAILED).values(status=PENDING)
-        return self._write(lambda connection: connection.execute(statement).rowcount, "requeuing failed runs")
+    def requeue(self, batch_id: int, status: str, run_id: int | None = None) -> int:
+        """Put the batch's runs with ``status`` (failed or completed) back to pending, or only run ``run_id`` if it
+        still has it; return how many."""
+        statement = update(runs).where(*self._chosen(batch_id, status, run_id)).values(status=PENDING)
+        return self._write(lambda connection: connection.execute(statement).rowcount, f"requeuing {status} runs")
+
+    def delete_runs(self, batch_id: int, status: str | None, run_id: int | None = None) -> int:
+        """Delete the batch's runs with ``status`` (None: any), or only run ``run_id`` (if it has ``status``); the
+        batch stays. Return how many were deleted."""
+        statement = delete(runs).where(*self._chosen(batch_id, status, run_id))
+        return self._write(lambda connection: connection.execute(statement).rowcount, "deleting runs")
+
+    @staticmethod
+    def _chosen(batch_id: int, status: str | None, run_id: int | None) -> list[Any]:
+        """The conditions that pick runs of a batch by status and id, either of them optional."""
+        conditions = [runs.c.batch_id == batch_id]
+        if status is not None:
+            conditions.append(runs.c.status == status)
+        if run_id is not None:
+            conditions.append(runs.c.id == run_id)
+        return conditions
 
     def delete_batch(self, batch_id: int) -> int:
         """Delete a batch and all its runs; return how many runs were deleted."""

@@ -13,7 +13,7 @@ from cli_checks import assert_clean_error
 from click.testing import CliRunner
 from workloads import FailOnOdd, Square
 
-from smallab_db import ExperimentRunner
+from smallab_db import DatabaseError, ExperimentRunner, specification_hash
 from smallab_db import cli as cli_module
 from smallab_db.cli import main
 
@@ -106,24 +106,35 @@ def test_importing_into_a_batch_name_that_is_not_utf8_is_one_error_line_and_chan
     assert database.read_bytes() == before
 
 
-@pytest.mark.parametrize("command", ["migrate", "status", "runs", "import"])
-def test_a_database_path_that_is_not_utf8_is_refused_with_the_fix(tmp_path: Path, command: str) -> None:
-    """SQLite files are opened by their UTF-8 name: ``caf\\xe9.db`` is refused by every command, naming the fix,
-    and no file is created (a file it created could not be read by the reading commands)."""
-    tree = tmp_path / "tree"
-    build(tmp_path / "runs.db")
+NOT_UTF8 = b"caf\xe9.db"
+# Each command on a database whose file name is not UTF-8, in the order they run, and what it must print.
+NOT_UTF8_COMMANDS: list[tuple[list[str | bytes], str]] = [
+    (["migrate", NOT_UTF8], "caf\\udce9.db: schema at revision"),
+    (["import", "{tree}", "--batch", "done", NOT_UTF8], "imported 3 run(s) into batch 'done'"),
+    (["status", NOT_UTF8], "done"),
+    (["runs", NOT_UTF8, "--batch", "done"], "completed"),
+    (["show", NOT_UTF8, specification_hash({"seed": 1})[:10]], '"seed": 1'),
+    (["query", NOT_UTF8, "SELECT count(*) AS counted FROM runs"], "counted"),
+    (["export", NOT_UTF8, "--batch", "done", "--to", "out"], "exported batch 'done'"),
+    (["retry", NOT_UTF8, "--batch", "done"], "0 failed run(s)"),
+    (["rm", NOT_UTF8, "--batch", "done", "--yes"], "deleted batch 'done' and its 3 run(s)"),
+]
+
+
+def test_every_command_works_on_a_database_path_that_is_not_utf8(tmp_path: Path) -> None:
+    """A SQLite file is opened by its own bytes: ``caf\\xe9.db`` is created, written and read by every command (the
+    reading ones too), and the path is printed with the byte escaped."""
+    assert {arguments[0] for arguments, _ in NOT_UTF8_COMMANDS} == set(main.commands)
     with ExperimentRunner(tmp_path / "runs.db") as runner:
-        runner.export("done", tree)
-    arguments = {"runs": ["--batch", "done"], "import": ["--batch", "done"]}.get(command, [])
-    leading = [str(tree / "done")] if command == "import" else []
-    before = sorted(tmp_path.iterdir())
-
-    status, stdout, stderr = run_script(command, *leading, b"caf\xe9.db", *arguments, cwd=tmp_path)
-
-    assert (status, stdout) == (1, ""), stderr
-    assert stderr.startswith(f"Error: the database path '{tmp_path}/caf\\udce9.db' is not valid UTF-8"), stderr
-    assert "rename the file" in stderr and stderr.count("\n") == 1
-    assert sorted(tmp_path.iterdir()) == before
+        runner.run("done", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
+        tree = runner.export("done", tmp_path / "tree")
+    for arguments, expected in NOT_UTF8_COMMANDS:
+        line = [str(tree) if argument == "{tree}" else argument for argument in arguments]
+        status, stdout, stderr = run_script(*line, cwd=tmp_path)
+        assert (status, stderr) == (0, ""), f"{arguments[0]}: {stderr}"
+        assert expected in stdout, f"{arguments[0]}: {stdout}"
+    assert (tmp_path / os.fsdecode(NOT_UTF8)).is_file()
+    assert (tmp_path / "out" / "done" / "completed.json").is_file()
 
 
 def test_an_export_folder_that_is_not_utf8_works_and_imports_back(tmp_path: Path) -> None:
@@ -160,7 +171,83 @@ def test_a_multi_line_driver_message_becomes_one_line(tmp_path: Path) -> None:
 
 
 def test_a_path_too_long_for_the_file_system_names_the_fix(tmp_path: Path) -> None:
-    """A 10,000-character database path: one line naming the error and the fix, status 1."""
+    """A 10,000-character database path: one line naming the error and the fix, status 1; through the Python API,
+    the same message as a :class:`DatabaseError`."""
     status, stdout, stderr = run_script("status", "x" * 10_000, cwd=tmp_path)
     assert (status, stdout) == (1, "") and stderr.count("\n") == 1, stderr
-    assert stderr.startswith("Error: File name too long: ") and stderr.endswith("; give a shorter path\n")
+    assert stderr.startswith("Error: cannot open database: File name too long: ")
+    assert stderr.endswith("; give a shorter path\n")
+    with pytest.raises(DatabaseError) as raised:
+        ExperimentRunner(tmp_path / ("x" * 10_000))
+    assert str(raised.value).startswith("cannot open database: File name too long: ")
+    assert str(raised.value).endswith("; give a shorter path")
+
+
+# -- URLs SQLAlchemy cannot use, and PostgreSQL without its driver -----------------------------------------------
+
+POSTGRES_SCHEME = "postgres://postgres@127.0.0.1:5432/postgres"
+POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Each command with ``{url}`` for the database, in a form that would work with a usable URL.
+WITH_URL = {
+    "migrate": ["migrate", "{url}"],
+    "status": ["status", "{url}"],
+    "query": ["query", "{url}", "SELECT 1"],
+    "runs": ["runs", "{url}", "--batch", "done"],
+    "show": ["show", "{url}", "3f2a"],
+    "export": ["export", "{url}", "--batch", "done", "--to", "out"],
+    "import": ["import", "{tree}", "--batch", "done", "{url}"],
+    "retry": ["retry", "{url}", "--batch", "done"],
+    "rm": ["rm", "{url}", "--batch", "done", "--yes"],
+}
+WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # as if psycopg were not installed: importing it raises ImportError
+from click.testing import CliRunner
+from smallab_db import ExperimentRunner, SmallabError
+from smallab_db.cli import main
+try:
+    ExperimentRunner(sys.argv[1])
+except SmallabError as error:
+    print("runner:", error)
+print("cli:", CliRunner().invoke(main, sys.argv[2:]).stderr.strip())
+"""
+
+
+def test_every_command_has_a_url_case() -> None:
+    """Each command of the group is run with the URLs below."""
+    assert set(WITH_URL) == set(main.commands)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported batch, for ``import``."""
+    folder = tmp_path_factory.mktemp("tree")
+    with ExperimentRunner(folder / "runs.db") as runner:
+        runner.run("done", [{"seed": 1}], Square(), show_progress=False)
+        return runner.export("done", folder)
+
+
+@pytest.mark.parametrize("command", sorted(WITH_URL))
+def test_a_postgres_scheme_gets_the_python_apis_message_naming_postgresql(tree: Path, command: str) -> None:
+    """``postgres://`` (which SQLAlchemy does not know) gives every command the message ``ExperimentRunner`` gives,
+    which names ``postgresql://`` and the extra to install."""
+    with pytest.raises(DatabaseError) as raised:
+        ExperimentRunner(POSTGRES_SCHEME)
+    expected = str(raised.value)
+    assert "write postgresql:// instead" in expected and "pip install 'smallab-db[postgresql]'" in expected
+    line = [part.replace("{url}", POSTGRES_SCHEME).replace("{tree}", str(tree)) for part in WITH_URL[command]]
+    result = CliRunner().invoke(main, line, env={"SMALLAB_DB": None})
+    assert assert_clean_error(result) == f"Error: {expected}"
+
+
+@pytest.mark.parametrize("command", sorted(WITH_URL))
+def test_postgresql_without_psycopg_gets_the_python_apis_message_naming_the_extra(tree: Path, command: str) -> None:
+    """Without psycopg, a ``postgresql://`` URL gives every command (the reading ones and ``query`` too) the
+    message ``ExperimentRunner`` gives, which names the extra that installs it."""
+    line = [part.replace("{url}", POSTGRESQL_URL).replace("{tree}", str(tree)) for part in WITH_URL[command]]
+    process = processes.run([sys.executable, "-c", WITHOUT_PSYCOPG, POSTGRESQL_URL, *line], text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    runner_line, cli_line = process.stdout.splitlines()
+    expected = runner_line.removeprefix("runner: ")
+    assert "psycopg 3, is not installed" in expected and "pip install 'smallab-db[postgresql]'" in expected
+    assert cli_line == f"cli: Error: {expected}"

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import processes
 import pytest
+import unprivileged
 from cli_checks import assert_clean_error
 from click.testing import CliRunner
 
@@ -130,34 +128,23 @@ def test_a_full_disk_is_one_error_line_and_the_next_export_completes_the_tree(tm
     assert files_below(tmp_path / "out" / "done") == fresh_export(database, layout, tmp_path / "fresh")
 
 
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-
-
-@pytest.fixture
-def shared_folder() -> Iterator[Path]:
-    """A folder outside pytest's private tmp tree, so that the user nobody can reach it."""
-    if shutil.which("setpriv") is None or os.getuid() != 0:
-        pytest.skip("needs root and setpriv to run the export as the user nobody (root may write anything)")
-    folder = Path(tempfile.mkdtemp(prefix="smallab-export-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
+def read_only_below(folder: Path) -> None:
+    """Take the write bits off ``folder`` and everything below it."""
+    for path in [*folder.rglob("*"), folder]:
+        path.chmod(path.stat().st_mode & ~0o222)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("earlier", [False, True], ids=["new-tree", "earlier-tree"])
-def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path, layout: str, earlier: bool) -> None:
-    """Exporting as the user nobody into a folder only root may write, new (the batch folder cannot be made) or
-    holding root's earlier export (no temporary file can be made): status 1, one line naming the folder and the
-    fix; nothing changes below the target and the database is unchanged."""
-    readable = shared_folder / "database"
-    readable.mkdir()
-    readable.chmod(0o777)  # SQLite keeps a reader's -shm file beside the database
-    database = readable / "runs.db"
+def test_a_read_only_target_is_one_error_line_naming_the_fix(tmp_path: Path, layout: str, earlier: bool) -> None:
+    """Exporting, bound by file permissions as an ordinary user is (see tests/unprivileged.py), into a read-only
+    folder, new (the batch folder cannot be made) or holding an earlier export (no temporary file can be made):
+    status 1, one line naming the folder and the fix; nothing changes below the target and the database is
+    unchanged."""
+    unprivileged.require()
+    database = tmp_path / "runs.db"
     build(database)
-    target = shared_folder / "target"
+    target = tmp_path / "target"
     target.mkdir()
     if earlier:
         with ExperimentRunner(database) as runner:
@@ -165,13 +152,12 @@ def test_a_read_only_target_is_one_error_line_naming_the_fix(shared_folder: Path
         fresh_export(database, layout, target)
         with ExperimentRunner(database) as runner:
             runner.run("done", [{"seed": 10}], lambda spec: {"seed": spec["seed"]}, show_progress=False)
+    read_only_below(target)
     before, tree = database.read_bytes(), files_below(target)
 
-    process = processes.run(
-        [*NOBODY, str(SCRIPT), "export", str(database), "--batch", "done", "--to", str(target), "--layout", layout],
-        cwd=shared_folder,
-        text=True,
-        timeout=120,
+    process = unprivileged.run(
+        [str(SCRIPT), "export", str(database), "--batch", "done", "--to", str(target), "--layout", layout],
+        cwd=tmp_path,
     )
 
     assert (process.returncode, process.stdout) == (1, ""), process.stderr

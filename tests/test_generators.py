@@ -115,7 +115,7 @@ def test_generate_of_a_non_dict_raises_spec_error(generator: SpecificationGenera
 
 
 def test_generate_with_keys_that_cannot_be_sorted_raises_spec_error() -> None:
-    """Mixed int and str keys are a user error, so the README promises a SmallabError (SpecError), not TypeError."""
+    """Mixed int and str keys are a user error, so the docs promise a SmallabError (SpecError), not TypeError."""
     with pytest.raises(SpecError):
         SpecificationGenerator().generate({1: [1, 2], "seed": [3]})
 

@@ -45,9 +45,10 @@ NAMES: dict[str, str | bytes] = {
 }
 # Hostile values for paths; ``{notes}`` is a regular file, so a path below it can never be created.
 PATHS = {key: NAMES[key] for key in ("undecodable", "encoded-surrogate", "long", "dot-dot", "dash", "empty")}
-# URLs that name no database, and could not create one: ``migrate`` and ``import`` create a database at a new path.
+# URLs that name no database, and could not create one: ``migrate`` and ``import`` create a database at a new path
+# (a file name that is not UTF-8 is a valid one: those go below ``{notes}``, where nothing can be created).
 NO_DATABASE: dict[str, str | bytes] = {
-    **{key: NAMES[key] for key in ("undecodable", "encoded-surrogate", "long")},
+    "long": NAMES["long"],
     "directory": "{folder}",
     "not-a-database": "{notes}",
     "missing-directory": "{folder}/missing/runs.db",
@@ -63,7 +64,7 @@ CHOICES = {key: NAMES[key] for key in ("undecodable", "long", "empty")}
 # batch exported from it, ``{hash}`` the hash of one of its runs, ``{out}`` a folder an export may create.
 SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
     "migrate": [("url", ["migrate", "{notes}/{V}"], PATHS), ("url", ["migrate", "{V}"], NO_DATABASE)],
-    "status": [("url", ["status", "{V}"], URLS)],
+    "status": [("url", ["status", "{V}"], URLS), ("url-json", ["status", "{V}", "--json"], NO_DATABASE)],
     "query": [
         ("sql", ["query", "{db}", "{V}"], NAMES),
         ("url", ["query", "{V}", "SELECT count(*) FROM runs"], URLS),
@@ -72,11 +73,14 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("batch", ["runs", "{db}", "--batch", "{V}"], NAMES),
         ("status", ["runs", "{db}", "--batch", "done", "--status", "{V}"], CHOICES),
         ("url", ["runs", "{V}", "--batch", "done"], URLS),
+        ("batch-json", ["runs", "{db}", "--batch", "{V}", "--json"], NAMES),
+        ("batch-full", ["runs", "{db}", "--batch", "{V}", "--full"], NAMES),
     ],
     "show": [
         ("prefix", ["show", "{db}", "{V}"], NAMES),
         ("batch", ["show", "{db}", "{hash}", "--batch", "{V}"], NAMES),
         ("url", ["show", "{V}", "{hash}"], URLS),
+        ("prefix-json", ["show", "{db}", "{V}", "--json"], NAMES),
     ],
     "export": [
         ("batch", ["export", "{db}", "--batch", "{V}", "--to", "{out}"], NAMES),
@@ -93,10 +97,14 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
     "retry": [
         ("batch", ["retry", "{db}", "--batch", "{V}"], NAMES),
         ("url", ["retry", "{V}", "--batch", "broken"], URLS),
+        ("run", ["retry", "{db}", "--batch", "broken", "--run", "{V}"], NAMES),
+        ("status", ["retry", "{db}", "--batch", "broken", "--status", "{V}"], CHOICES),
     ],
     "rm": [
         ("batch", ["rm", "{db}", "--batch", "{V}", "--yes"], NAMES),
         ("url", ["rm", "{V}", "--batch", "broken"], URLS),
+        ("run", ["rm", "{db}", "--batch", "broken", "--run", "{V}", "--yes"], NAMES),
+        ("status", ["rm", "{db}", "--batch", "broken", "--status", "{V}", "--yes"], CHOICES),
     ],
 }
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class OnlyInThisProcess:
 
 
 def doubling(specification: dict[str, Any]) -> dict[str, Any]:
-    """The README's experiment: ``seed * 2 + size / 100``; raises ValueError for seed 3 with size 20."""
+    """The docs' example experiment: ``seed * 2 + size / 100``; raises ValueError for seed 3 with size 20."""
     if specification == FAILING:
         raise ValueError("seed 3 with size 20 fails on purpose")
     return {"number": specification["seed"] * 2 + specification["size"] / 100}
@@ -70,7 +70,7 @@ def not_json(specification: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(database: str, name: str = BATCH, other: bool = True) -> None:
-    """Run batch ``name`` of the README's experiment (one of six runs fails) and, unless told not to, a batch
+    """Run batch ``name`` of the docs' example experiment (one of six runs fails) and, unless told not to, a batch
     ``squares`` of two runs, then close the runner.
 
     Args:
@@ -658,9 +658,13 @@ def test_export_with_an_unknown_layout_is_a_usage_error(sqlite_path: str, tmp_pa
 
 @pytest.mark.parametrize("name", ["a/b", "../escape"])
 def test_export_refuses_a_batch_name_with_a_slash(sqlite_path: str, tmp_path: Path, name: str) -> None:
-    """A batch whose name holds '/' cannot become a folder: a clean error, and nothing is written anywhere."""
+    """A batch whose name holds '/' (one an older smallab-db created: ``run`` refuses such names now) cannot become
+    a folder: a clean error, and nothing is written anywhere."""
     with ExperimentRunner(sqlite_path) as runner:
-        runner.run(name, [{"seed": 1}], Square(), show_progress=False)
+        runner.run("renamed", [{"seed": 1}], Square(), show_progress=False)
+    with sqlite3.connect(sqlite_path) as connection:
+        connection.execute("UPDATE batches SET name = ?", (name,))
+    connection.close()
     target = tmp_path / "nested" / "out"
     line = assert_clean_error(invoke("export", sqlite_path, "--batch", name, "--to", str(target)))
     assert repr(name) in line

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import textwrap
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import processes
 import pytest
+import unprivileged
 from workloads import FailOnOdd, NotADict, Square, Unpicklable
 
 from smallab_db import ExperimentError, ExperimentRunner, SmallabError, SpecError, UnreadableResultWarning, UsageError
@@ -150,30 +148,16 @@ def test_results_that_no_longer_unpickle_are_named_and_the_rest_returned(tmp_pat
     assert sorted(json.loads((exported / "completed.json").read_text()), key=str) == [{"seed": 0}, {"seed": 2}]
 
 
-# -- read-only files and directories, as an ordinary user (root may write anything) -----------------------------
-
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+# -- read-only files and directories, as file permissions bind an ordinary user (root may write anything) ----------
 
 
 @pytest.fixture
-def shared_folder() -> Iterator[Path]:
-    """A folder outside pytest's private tmp tree, so that the user nobody can reach it."""
-    if shutil.which("setpriv") is None or os.getuid() != 0:
-        pytest.skip("needs root and setpriv to run a step as the user nobody")
-    folder = Path(tempfile.mkdtemp(prefix="smallab-readonly-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
+def bound_by_permissions() -> None:
+    """The test runs steps that file modes bind, even as root (see tests/unprivileged.py)."""
+    unprivileged.require()
 
 
-def as_nobody(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run a command as the unprivileged user nobody."""
-    return processes.run([*NOBODY, *arguments], cwd=cwd, text=True, timeout=120)
-
-
-OPEN_AS_NOBODY = (
+OPEN = (
     "import sys\n"
     "from smallab_db import ExperimentRunner, SmallabError\n"
     "try:\n"
@@ -184,39 +168,37 @@ OPEN_AS_NOBODY = (
 )
 
 
-def test_a_read_only_database_file_is_refused_and_stays_intact(shared_folder: Path) -> None:
-    writable = shared_folder / "writable"
-    writable.mkdir()
-    writable.chmod(0o777)
-    database = writable / "runs.db"
+@pytest.mark.usefixtures("bound_by_permissions")
+def test_a_read_only_database_file_is_refused_and_stays_intact(tmp_path: Path) -> None:
+    database = tmp_path / "runs.db"
     ExperimentRunner(database).run("kept", SEEDS, Square(), show_progress=False)
-    database.chmod(0o444)  # owned by root: read-only for nobody
+    database.chmod(0o444)
     before = database.read_bytes()
-    opened = as_nobody(sys.executable, "-c", OPEN_AS_NOBODY, str(database), cwd=shared_folder)
+    opened = unprivileged.run([sys.executable, "-c", OPEN, str(database)], cwd=tmp_path)
     assert opened.returncode == 3, opened.stderr
     assert "DatabaseError" in opened.stdout and "is read-only: make it writable" in opened.stdout
     script = str(Path(sys.executable).parent / "smallab-db")
-    status = as_nobody(script, "status", str(database), cwd=shared_folder)  # reading needs no write access
+    status = unprivileged.run([script, "status", str(database)], cwd=tmp_path)  # reading needs no write access
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[-1].split() == ["kept", "0", "0", str(len(SEEDS)), "0"]
-    retry = as_nobody(script, "retry", str(database), "--batch", "kept", cwd=shared_folder)
+    retry = unprivileged.run([script, "retry", str(database), "--batch", "kept"], cwd=tmp_path)
     assert retry.returncode == 1 and retry.stderr.startswith("Error: ") and "Traceback" not in retry.stderr
     assert "is read-only" in retry.stderr
-    query = as_nobody(
-        str(Path(sys.executable).parent / "smallab-db"),
-        "query",
-        str(database),
-        "SELECT count(*) AS n FROM runs",
-        cwd=shared_folder,
-    )
+    query = unprivileged.run([script, "query", str(database), "SELECT count(*) AS n FROM runs"], cwd=tmp_path)
     assert query.returncode == 0, query.stderr
     assert query.stdout.split()[-1] == str(len(SEEDS))
     assert database.read_bytes() == before
+    denied = unprivileged.run(["sh", "-c", f"echo x >> '{database}'"], cwd=tmp_path)  # the kernel refuses, too
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
-def test_a_database_in_a_read_only_directory_is_refused(shared_folder: Path) -> None:
-    database = shared_folder / "new.db"  # the folder is root's, 0755: nobody cannot create files there
-    opened = as_nobody(sys.executable, "-c", OPEN_AS_NOBODY, str(database), cwd=shared_folder)
+@pytest.mark.usefixtures("bound_by_permissions")
+def test_a_database_in_a_read_only_directory_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    database = folder / "new.db"
+    opened = unprivileged.run([sys.executable, "-c", OPEN, str(database)], cwd=tmp_path)
     assert opened.returncode == 3, opened.stderr
     assert "directory" in opened.stdout and "is not writable" in opened.stdout
     assert not database.exists()

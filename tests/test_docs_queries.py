@@ -1,6 +1,7 @@
-"""The README's SQL queries: each runs on SQLite and on PostgreSQL and returns the rows computed in Python.
+"""The SQL queries of the docs' Querying page: each runs on SQLite and on PostgreSQL and returns the rows computed in
+Python.
 
-A query in the README is a ```sql block right after a comment line ``<!-- query: NAME dialect [dialect] -->``.
+A query on the page is a ```sql block right after a comment line ``<!-- query: NAME dialect [dialect] -->``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from click.testing import CliRunner
 from smallab_db import ExperimentRunner, specification_hash
 from smallab_db.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+QUERYING_PAGE = Path(__file__).resolve().parent.parent / "docs" / "querying.md"
 DIALECTS = ("sqlite", "postgresql")
 BATCH = "doubling"
 SPECIFICATIONS = [{"seed": seed, "size": size} for seed in (1, 2, 3) for size in (10, 20)]
 FAILING = {"seed": 3, "size": 20}
 SLEEPS = {(3, 10): 0.3, (2, 20): 0.2, (2, 10): 0.1}  # (seed, size): seconds
 MESSAGE = "seed 3 with size 20 fails on purpose"
-DURATION_TOLERANCE = 0.002  # SQLite's julianday() keeps milliseconds; the runner stores microseconds
+DURATION_TOLERANCE = 1e-6  # a microsecond: both databases keep the microseconds the runner stores
 
 
-def readme_queries() -> dict[tuple[str, str], str]:
-    """Return the README's queries as ``{(name, dialect): sql}``, failing on a name given twice for a dialect."""
-    text = README.read_text(encoding="utf-8")
+def documented_queries() -> dict[tuple[str, str], str]:
+    """Return the Querying page's queries as ``{(name, dialect): sql}``, failing on a name given twice for a dialect."""
+    text = QUERYING_PAGE.read_text(encoding="utf-8")
     queries: dict[tuple[str, str], str] = {}
     pattern = r"^<!-- query: (\S+) ([a-z ]+?) -->\n```sql\n(.*?)^```"
     for name, dialects, sql in re.findall(pattern, text, re.MULTILINE | re.DOTALL):
@@ -45,12 +46,12 @@ def readme_queries() -> dict[tuple[str, str], str]:
     return queries
 
 
-QUERIES = readme_queries()
+QUERIES = documented_queries()
 NAMES = sorted({name for name, _ in QUERIES})
 
 
 def doubling(specification: dict[str, Any]) -> dict[str, Any]:
-    """The README's experiment, with one failure: ``seed * 2 + size / 100``, ValueError for seed 3 with size 20.
+    """The docs' example experiment, with one failure: ``seed * 2 + size / 100``, ValueError for seed 3 with size 20.
 
     The three slowest runs sleep 0.3, 0.2 and 0.1 s, the others not at all: 100 ms apart, ten times more than a busy
     machine's jitter, so the order of the durations is known.
@@ -102,7 +103,7 @@ def as_json(value: Any) -> Any:
 
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
-    """The README's batch ``doubling`` (five completed runs, one failed) on SQLite and on PostgreSQL."""
+    """The docs' batch ``doubling`` (five completed runs, one failed) on SQLite and on PostgreSQL."""
     with ExperimentRunner(database_url) as runner:
         runner.on_specification_failure(None)
         summary = runner.run(BATCH, SPECIFICATIONS, doubling, show_progress=False)
@@ -117,13 +118,13 @@ def database(database_url: str) -> Iterator[Database]:
 
 
 def query(name: str, dialect: str) -> str:
-    """Return the README's query ``name`` for ``dialect``, failing if the README lacks it."""
-    assert (name, dialect) in QUERIES, f"README.md has no query {name!r} for {dialect}"
+    """Return the Querying page's query ``name`` for ``dialect``, failing if the page lacks it."""
+    assert (name, dialect) in QUERIES, f"docs/querying.md has no query {name!r} for {dialect}"
     return QUERIES[name, dialect]
 
 
-def test_the_readme_has_the_documented_queries() -> None:
-    """The four queries the tests below check are in the README, and no other."""
+def test_the_querying_page_has_the_documented_queries() -> None:
+    """The four queries the tests below check are on the Querying page, and no other."""
     assert NAMES == ["failed", "matching", "mean_by_size", "slowest"]
 
 
@@ -131,7 +132,7 @@ def test_the_readme_has_the_documented_queries() -> None:
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_every_query_exists_for_both_dialects(name: str, dialect: str) -> None:
     """Each query name has a block for SQLite and one for PostgreSQL."""
-    assert (name, dialect) in QUERIES, f"README.md has no query {name!r} for {dialect}"
+    assert (name, dialect) in QUERIES, f"docs/querying.md has no query {name!r} for {dialect}"
     assert f"'{BATCH}'" in QUERIES[name, dialect]
 
 
@@ -197,7 +198,7 @@ def test_matching(database: Database) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_query_runs_through_the_cli(database: Database, name: str) -> None:
-    """``smallab-db query URL SQL --csv`` runs each README query read-only and prints the same rows."""
+    """``smallab-db query URL SQL --csv`` runs each documented query read-only and prints the same rows."""
     sql = query(name, database.dialect)
     result = CliRunner().invoke(main, ["query", database.url, sql, "--csv"], env={"SMALLAB_DB": None})
 
