@@ -31,7 +31,7 @@ def test_a_new_file_is_built_by_the_migrations(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
-    assert tables == {"batches", "runs", VERSION_TABLE}
+    assert tables == {"batches", "runs", "checkpoints", VERSION_TABLE}
     assert journal == "wal"
 
 
