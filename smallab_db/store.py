@@ -88,7 +88,7 @@ class RunStore(RunQueries):
 
         Args:
             batch_id: the batch.
-            hashed: ``(spec_hash, canonical_json)`` pairs; duplicates are stored once.
+            hashed: ``(spec_hash, JSON text)`` pairs; duplicates are stored once.
             rerun_all: queue completed runs again too, not only failed ones.
 
         Returns:
@@ -113,12 +113,12 @@ class RunStore(RunQueries):
                 {
                     "batch_id": batch_id,
                     "spec_hash": spec_hash,
-                    "specification": JSONText(canonical),
+                    "specification": JSONText(text),
                     "status": PENDING,
                     "attempts": 0,
                     "created_at": now,
                 }
-                for spec_hash, canonical in dict(hashed).items()
+                for spec_hash, text in dict(hashed).items()
                 if spec_hash not in registered
             ]
             if missing:
@@ -172,7 +172,7 @@ class RunStore(RunQueries):
         if unfinished:
             connection.execute(
                 update(runs)
-                .where(runs.c.id == bindparam("b_id"), runs.c.status.in_((PENDING, FAILED)))
+                .where(runs.c.id == bindparam("b_id"), or_(runs.c.status == PENDING, runs.c.status == FAILED))
                 .values(
                     status=COMPLETED,
                     result=bindparam("b_result"),
