@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from smallab_db.errors import (
+    ClaimLostError,
     DatabaseError,
     ExperimentError,
     ExportError,
@@ -46,6 +47,7 @@ __all__ = [
     "ExportError",
     "RemoteExperimentError",
     "WorkerDiedError",
+    "ClaimLostError",
     "MissingDependencyError",
     "QueryError",
     "ResultNotStoredError",
