@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from smallab_db.errors import (
-    ClaimLostError,
     DatabaseError,
     ExperimentError,
     ExportError,
@@ -47,7 +46,6 @@ __all__ = [
     "ExportError",
     "RemoteExperimentError",
     "WorkerDiedError",
-    "ClaimLostError",
     "MissingDependencyError",
     "QueryError",
     "ResultNotStoredError",
