@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workloads import print_summary
+
 from smallab_db.experiment_types.checkpointed_experiment import CheckpointedExperiment
 from smallab_db.experiment_types.experiment import Experiment
 from smallab_db.experiment_types.overlapping_output_experiment import (
@@ -149,11 +151,7 @@ def main() -> None:
         specification_runner=specification_runner,
         show_progress=False,
     )
-    print(
-        f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped} "
-        f"not_stored={len(summary.not_stored)}",
-        flush=True,
-    )
+    print_summary(summary)
 
 
 if __name__ == "__main__":

@@ -47,15 +47,21 @@ def take_over(runner: ExperimentRunner, batch_id: int, run_id: int) -> Owner:
     return other
 
 
+def one_claimed_run(database_url: str) -> tuple[ExperimentRunner, int, int, Owner]:
+    """A runner, its batch, and the batch's one run claimed by the returned owner."""
+    runner, batch_id = registered(database_url, 1)
+    owner = Owner(lease_seconds=600)
+    ((run_id, _),) = runner.store.claim(batch_id, owner, 1)
+    return runner, batch_id, run_id, owner
+
+
 def produced(specification: dict[str, Any], result: dict[str, Any]) -> ImportedRun:
     canonical = canonical_json(specification)
     return ImportedRun(hash_canonical(canonical), canonical, pickle.dumps(result), None)
 
 
 def test_a_worker_whose_claim_was_lost_writes_nothing(database_url: str) -> None:
-    runner, batch_id = registered(database_url, 1)
-    owner = Owner(lease_seconds=600)
-    ((run_id, _),) = runner.store.claim(batch_id, owner, 1)
+    runner, batch_id, run_id, owner = one_claimed_run(database_url)
     old = link(runner, run_id, owner)
     old.save_checkpoint(b"old 1", keep=3)
     old.report_progress(1, 10)
@@ -107,9 +113,7 @@ def test_the_newest_checkpoints_are_kept_and_a_completed_run_drops_them(database
 
 
 def test_an_outcome_refused_for_a_lost_claim_leaves_the_checkpoints(database_url: str) -> None:
-    runner, batch_id = registered(database_url, 1)
-    owner = Owner(lease_seconds=600)
-    ((run_id, _),) = runner.store.claim(batch_id, owner, 1)
+    runner, batch_id, run_id, owner = one_claimed_run(database_url)
     link(runner, run_id, owner).save_checkpoint(b"state", keep=3)
     take_over(runner, batch_id, run_id)
     assert runner.store.record(owner, [completed(run_id, 1)]) != {}
@@ -151,9 +155,7 @@ def test_produced_runs_are_stored_completed_without_undoing_other_runs(database_
 
 def test_a_reclaim_that_commits_first_refuses_the_worker_s_checkpoint(postgres_url: str) -> None:
     """On PostgreSQL the compare-and-set waits on the row lock of a reclaim in progress, then sees the new owner."""
-    runner, batch_id = registered(postgres_url, 1)
-    owner = Owner(lease_seconds=600)
-    ((run_id, _),) = runner.store.claim(batch_id, owner, 1)
+    runner, batch_id, run_id, owner = one_claimed_run(postgres_url)
     worker = link(runner, run_id, owner)
     worker.save_checkpoint(b"before", keep=3)
     outcome: list[BaseException | None] = []
