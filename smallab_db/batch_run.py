@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from smallab_db import dispatch, specification
 from smallab_db.claims import Claims
-from smallab_db.experiment import ExperimentMain
+from smallab_db.execution import Runnable, RunTask
 from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
+from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
-from smallab_db.records import Owner, Specification
+from smallab_db.records import Outcome, Owner, Specification
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
@@ -46,12 +47,16 @@ class BatchRun:
 
     store: RunStore
     name: str
-    main: ExperimentMain
+    main: Runnable
     lease_seconds: float
     num_parallel: int | None
     backend: str | None
     show_progress: bool
     hooks: Hooks
+    stop_at_first_failure: bool = False  # store the first failure, stop the batch, raise it
+    dashboard: bool = False  # a bar per running run, from the progress runs store
+    run_name: Callable[[Specification], str] = str
+    keep_key_order: bool = False  # store specifications with their keys in the order given, not sorted
 
     def run(self, specifications: list[Specification], rerun_all: bool) -> RunSummary:
         """Register ``specifications`` in the batch (validated already), run every pending run of the batch, and
@@ -70,12 +75,22 @@ class BatchRun:
         del specifications, completed  # the runs are in the database now; free the lists while the batch runs
         hooks = HookCaller()
         progress = tqdm(
-            total=pending, desc=self.name, unit="run", disable=not self.show_progress or pending == 0, leave=True
+            total=pending,
+            desc=self.name,
+            unit="run",
+            disable=not self.show_progress or pending == 0 or sys.stderr is None,  # 2>&- (no standard error): no bar
+            leave=True,
         )
+        display = None
+        if self.dashboard or isinstance(self.main, RunTask):
+            display = ProgressDisplay(self.store, batch_id, self.name, progress, self.dashboard, self.run_name)
+            display.start()
         try:
             while self._run_pending(batch_id, tally, progress, hooks):
                 pass
         finally:
+            if display is not None:
+                display.close()
             progress.close()
         summary = tally.summary()
         hooks.call(self.hooks.on_batch_complete, summary.completed)
@@ -99,7 +114,7 @@ class BatchRun:
     def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
         """Insert the specifications in chunks; return the ids of those completed already."""
         completed: list[int] = []
-        hashed = specification.hashed(specifications)
+        hashed = specification.hashed(specifications, self.keep_key_order)
         while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
             completed += self.store.register(batch_id, chunk, rerun_all)
         return completed
@@ -120,13 +135,18 @@ class BatchRun:
         )
         recorder = Recorder(self.store, owner, on_verdict=reporter.deliver)
         keeper.start()
-        outcomes = dispatch.outcomes(self.main, claims, self.num_parallel, self.backend)
+        main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
+        outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend)
         unknown_claims = 0
         interrupted = False
+        first_failure: Outcome | None = None
         try:
             for outcome in outcomes:
                 outcome.specification = claims.finish(outcome.run_id)
                 recorder.submit(outcome)
+                if self.stop_at_first_failure and outcome.failed:
+                    first_failure = outcome
+                    break
         except KeyboardInterrupt:
             interrupted = True
             raise
@@ -146,4 +166,6 @@ class BatchRun:
                     "stored, unfinished runs are pending again: run the same call again to resume",
                     file=sys.stderr,
                 )
+        if first_failure is not None:  # stored now: the recorder was closed above
+            raise first_failure.raised()
         return unknown_claims > 0

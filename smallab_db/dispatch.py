@@ -13,8 +13,8 @@ from joblib.parallel import ParallelBackendBase
 
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
-from smallab_db.execution import execute, failure
-from smallab_db.experiment import ExperimentMain, Specification
+from smallab_db.execution import Runnable, execute, failure
+from smallab_db.experiment import Specification
 from smallab_db.records import Outcome, utc_now
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
@@ -41,7 +41,7 @@ def check_backend(backend: Any) -> None:
 
 
 def outcomes(
-    main: ExperimentMain, claims: Claims, num_parallel: int | None, backend: str | None
+    main: Runnable, claims: Claims, num_parallel: int | None, backend: str | None
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -74,7 +74,7 @@ def outcomes(
                 yield _execute_alone(main, run_id, specification)
 
 
-def _execute_alone(main: ExperimentMain, run_id: int, specification: Specification) -> Outcome:
+def _execute_alone(main: Runnable, run_id: int, specification: Specification) -> Outcome:
     """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
     started_at = utc_now()
     try:

@@ -51,6 +51,11 @@ class ResultNotStoredError(SmallabError):
     with this error instead."""
 
 
+class ClaimLostError(SmallabError):
+    """Another runner took over the run (its lease had lapsed), or it was deleted, while it ran: its worker stops,
+    having written nothing since."""
+
+
 class RemoteExperimentError(SmallabError):
     """An experiment raised an exception that could not be sent back from its worker; this carries its text."""
 

@@ -1,49 +1,87 @@
-"""Running one specification: what a worker (in-process, thread, process or Dask) does. No database here."""
+"""Running one specification: what a worker (in-process, thread, process or Dask) does. No database here (a
+:class:`RunTask` checkpoints through :mod:`smallab_db.worker_writes`, the one exception, documented there)."""
 
 from __future__ import annotations
 
+import abc
 import pickle
 import traceback
 from datetime import datetime
+from typing import Any
 
 from smallab_db.codec import queryable_json, storable_text
 from smallab_db.errors import ExperimentError, RemoteExperimentError
 from smallab_db.experiment import ExperimentMain, Specification
 from smallab_db.records import Outcome, utc_now
+from smallab_db.run_output import OutputTail
 
 
-def execute(main: ExperimentMain, run_id: int, specification: Specification, in_worker: bool) -> Outcome:
+class RunTask(abc.ABC):
+    """An experiment callable that needs to know which claimed run it executes, to checkpoint it, report its
+    progress and keep its output (smallab 2.x experiments, see :mod:`smallab_db.run_task`)."""
+
+    @abc.abstractmethod
+    def claimed_by(self, token: str) -> RunTask:
+        """Return the task for runs claimed with ``token`` (its writes are checked against it)."""
+
+    @abc.abstractmethod
+    def run(self, run_id: int, specification: Specification, output: OutputTail) -> Any:
+        """Run one specification, writing what it logs to ``output``; return its result."""
+
+    def check_result(self, result: Any) -> None:
+        """Raise :class:`ExperimentError` unless ``result`` can be stored as the run's result: a dict."""
+        check_result_is_dict(result)
+
+
+Runnable = ExperimentMain | RunTask
+
+
+def execute(main: Runnable, run_id: int, specification: Specification, in_worker: bool) -> Outcome:
     """Run ``main(specification)`` and capture its result or its failure; never raises for the experiment's errors.
 
     Args:
-        main: the experiment's callable.
+        main: the experiment's callable, or a :class:`RunTask`.
         run_id: the run's id, passed back in the outcome.
         specification: what to run.
         in_worker: the outcome travels back from another process, so it must not carry the result object twice
             nor an exception that cannot be pickled.
     """
     started_at = utc_now()
+    output: OutputTail | None = None
     try:
-        result = main(specification)
-        if not isinstance(result, dict):
-            raise ExperimentError(
-                f"main must return a dict, but returned {type(result).__name__} {result!r:.80}: "
-                "wrap the value, for example {'value': ...}"
-            )
+        if isinstance(main, RunTask):
+            output = OutputTail()
+            result = main.run(run_id, specification, output)
+            main.check_result(result)
+        else:
+            result = main(specification)
+            check_result_is_dict(result)
         try:
             result_pickle = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
             raise ExperimentError(_unpicklable_result_message(error)) from error
     except (Exception, SystemExit) as error:
-        return failure(run_id, started_at, error, in_worker)
-    return Outcome(
-        run_id=run_id,
-        started_at=started_at,
-        finished_at=utc_now(),
-        result_pickle=result_pickle,
-        result_json=queryable_json(result),
-        result=None if in_worker else result,
-    )
+        outcome = failure(run_id, started_at, error, in_worker)
+    else:
+        outcome = Outcome(
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=utc_now(),
+            result_pickle=result_pickle,
+            result_json=queryable_json(result),
+            result=None if in_worker else result,
+        )
+    outcome.output = output.text() if output is not None else None
+    return outcome
+
+
+def check_result_is_dict(result: Any) -> None:
+    """Raise :class:`ExperimentError` unless ``result`` is a dict."""
+    if not isinstance(result, dict):
+        raise ExperimentError(
+            f"main must return a dict, but returned {type(result).__name__} {result!r:.80}: "
+            "wrap the value, for example {'value': ...}"
+        )
 
 
 def failure(run_id: int, started_at: datetime, error: BaseException, in_worker: bool) -> Outcome:

@@ -15,8 +15,11 @@ from smallab_db.schema import COMPLETED, FAILED
 from smallab_db.store import RunStore
 
 
-def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed") -> Path:
+def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed", pickle_results: bool = False) -> Path:
     """Write batch ``name`` below ``folder/name`` in ``layout``; return that folder.
+
+    ``pickle_results`` writes every result as a pickle, also those the layout would write as JSON (smallab 2.x's
+    ``force_pickle``).
 
     Every file is written atomically and only when its content changed; run folders of runs that are no longer
     completed are removed. Results are unpickled to be written again: do not export a database you do not trust.
@@ -34,7 +37,7 @@ def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed")
         raise ExportError(f"cannot export to {str(folder)!r:.1000}: it holds a NUL character: remove it")
     batch_folder = folder / name
     unpickler = Unpickler(name)
-    completed, failed = _completed(store, batch_id, unpickler), _failed(store, batch_id)
+    completed, failed = _completed(store, batch_id, unpickler, pickle_results), _failed(store, batch_id)
     try:
         writer.export_batch(batch_folder, completed, failed)
     except OSError as error:
@@ -49,11 +52,14 @@ def export_batch(store: RunStore, name: str, folder: Path, layout: str = "seed")
     return batch_folder
 
 
-def _completed(store: RunStore, batch_id: int, unpickler: Unpickler) -> Generator[StoredRun, None, None]:
+def _completed(
+    store: RunStore, batch_id: int, unpickler: Unpickler, pickle_results: bool
+) -> Generator[StoredRun, None, None]:
     for row in store.iter_runs(batch_id, COMPLETED):
         readable, result = unpickler.load(row.result, row.id, row.spec_hash)
         if readable:
-            yield StoredRun(row.spec_hash, row.specification, result, row.result_json is not None)
+            as_json = row.result_json is not None and not pickle_results
+            yield StoredRun(row.spec_hash, row.specification, result, as_json)
 
 
 def _failed(store: RunStore, batch_id: int) -> Generator[dict[str, Any], None, None]:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
-from smallab_db.schema import COMPLETED, batches, runs
+from smallab_db.schema import COMPLETED, RUNNING, batches, checkpoints, runs
 from smallab_db.transient import is_transient
 
 
@@ -100,6 +100,25 @@ class RunQueries:
         )
         if batch_id is not None:
             query = query.where(runs.c.batch_id == batch_id)
+        with self._reading() as connection:
+            return list(connection.execute(query))
+
+    # -- runs in progress ----------------------------------------------------------------------------------------------
+
+    def checkpoint_states(self, run_id: int) -> list[bytes]:
+        """Return the run's checkpoints, newest first (a run keeps only a few)."""
+        query = select(checkpoints.c.state).where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.id.desc())
+        with self._reading() as connection:
+            return list(connection.execute(query).scalars())
+
+    def running_progress(self, batch_id: int) -> list[Row[Any]]:
+        """Return ``(id, specification, progress, progress_total)`` of the batch's running runs (of every runner), in
+        id order."""
+        query = (
+            select(runs.c.id, runs.c.specification, runs.c.progress, runs.c.progress_total)
+            .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING)
+            .order_by(runs.c.id)
+        )
         with self._reading() as connection:
             return list(connection.execute(query))
 

@@ -57,6 +57,7 @@ class Outcome:
     result: dict[str, Any] | None = None
     executions: int = 1  # more than 1 when a worker died and the run was executed again alone
     specification: Specification | None = None
+    output: str | None = None  # the tail of what the run logged (see smallab_db.run_output)
 
     @property
     def failed(self) -> bool:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -70,8 +71,22 @@ runs = Table(
     Column("traceback", Text),
     Column("result", LargeBinary),
     Column("result_json", JSONDocument),
+    Column("progress", Float),
+    Column("progress_total", Float),
+    Column("output", Text),
     UniqueConstraint("batch_id", "spec_hash"),
     CheckConstraint("status IN ('pending', 'running', 'completed', 'failed')", name="status"),
     Index(None, "batch_id", "status", "id"),
     Index(None, "claim_token"),
+)
+
+# The saved states of checkpointed runs in progress, newest last; removed when their run completes.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Index(None, "run_id", "id"),
 )

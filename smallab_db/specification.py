@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from smallab_db.codec import canonical_json
+from smallab_db.codec import canonical_json, serialize_json
 from smallab_db.errors import SpecError
 
 HASH_SCHEME = "sha256-canonical-json-v1"
@@ -117,11 +117,12 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def hashed(specifications: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    """Yield ``(hash, canonical_json)`` of each validated specification, in order."""
+def hashed(specifications: Iterable[dict[str, Any]], keep_key_order: bool = False) -> Iterator[tuple[str, str]]:
+    """Yield ``(hash, JSON text)`` of each validated specification, in order: the canonical JSON, or with
+    ``keep_key_order`` the JSON with the keys in the order given (smallab 2.x names runs from it)."""
     for specification in specifications:
         canonical = canonical_json(specification)
-        yield hash_canonical(canonical), canonical
+        yield hash_canonical(canonical), serialize_json(specification) if keep_key_order else canonical
 
 
 def _first_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
@@ -177,3 +178,16 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def lists_for_tuples(value: Any) -> Any:
+    """Return ``value`` with every tuple inside it, at any depth of dicts and lists, turned into a list.
+
+    smallab 2.x scripts put tuples in specifications; through the 2.x surface they are stored, hashed and handed to
+    the experiment as the JSON lists they become.
+    """
+    if type(value) is dict:
+        return {key: lists_for_tuples(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return [lists_for_tuples(item) for item in value]
+    return value

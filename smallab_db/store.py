@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -17,7 +17,7 @@ from smallab_db.database import describe
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.queries import RunQueries
 from smallab_db.records import Fate, ImportedRun, Outcome, Owner, Specification, utc_now
-from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, runs
+from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, runs
 from smallab_db.specification import HASH_SCHEME
 from smallab_db.transient import retry_transient
 
@@ -53,6 +53,7 @@ class RunStore(RunQueries):
                 error_type=bindparam("b_error_type"),
                 error_message=bindparam("b_error_message"),
                 traceback=bindparam("b_traceback"),
+                output=bindparam("b_output"),
             )
         )
 
@@ -87,7 +88,7 @@ class RunStore(RunQueries):
 
         Args:
             batch_id: the batch.
-            hashed: ``(spec_hash, canonical_json)`` pairs; duplicates are stored once.
+            hashed: ``(spec_hash, JSON text)`` pairs; duplicates are stored once.
             rerun_all: queue completed runs again too, not only failed ones.
 
         Returns:
@@ -112,12 +113,12 @@ class RunStore(RunQueries):
                 {
                     "batch_id": batch_id,
                     "spec_hash": spec_hash,
-                    "specification": JSONText(canonical),
+                    "specification": JSONText(text),
                     "status": PENDING,
                     "attempts": 0,
                     "created_at": now,
                 }
-                for spec_hash, canonical in dict(hashed).items()
+                for spec_hash, text in dict(hashed).items()
                 if spec_hash not in registered
             ]
             if missing:
@@ -135,55 +136,54 @@ class RunStore(RunQueries):
         Returns:
             How many runs were added or turned completed.
         """
+        return self._write(lambda connection: self._import(connection, batch_id, found), "importing runs")
+
+    def _import(self, connection: Connection, batch_id: int, found: Sequence[ImportedRun]) -> int:
         unique = {run.spec_hash: run for run in found}
         known = select(runs.c.id, runs.c.spec_hash, runs.c.status).where(
             runs.c.batch_id == batch_id, runs.c.spec_hash.in_(list(unique))
         )
-
-        def transaction(connection: Connection) -> int:
-            status_of = {spec_hash: (run_id, status) for run_id, spec_hash, status in connection.execute(known)}
-            missing = [
-                {
-                    "batch_id": batch_id,
-                    "spec_hash": run.spec_hash,
-                    "specification": JSONText(run.canonical),
-                    "status": COMPLETED,
-                    "attempts": 1,
-                    "created_at": utc_now(),
-                    "result": run.result_pickle,
-                    "result_json": _json_text(run.result_json),
-                }
-                for run in unique.values()
-                if run.spec_hash not in status_of
-            ]
-            if missing:
-                connection.execute(self._insert_ignoring_duplicates(runs), missing)
-            unfinished = [
-                {
-                    "b_id": run_id,
-                    "b_result": unique[spec_hash].result_pickle,
-                    "b_json": _json_text(unique[spec_hash].result_json),
-                }
-                for spec_hash, (run_id, status) in status_of.items()
-                if status in (PENDING, FAILED)
-            ]
-            if unfinished:
-                connection.execute(
-                    update(runs)
-                    .where(runs.c.id == bindparam("b_id"), runs.c.status.in_((PENDING, FAILED)))
-                    .values(
-                        status=COMPLETED,
-                        result=bindparam("b_result"),
-                        result_json=bindparam("b_json"),
-                        error_type=None,
-                        error_message=None,
-                        traceback=None,
-                    ),
-                    unfinished,
-                )
-            return len(missing) + len(unfinished)
-
-        return self._write(transaction, "importing runs")
+        status_of = {spec_hash: (run_id, status) for run_id, spec_hash, status in connection.execute(known)}
+        missing = [
+            {
+                "batch_id": batch_id,
+                "spec_hash": run.spec_hash,
+                "specification": JSONText(run.canonical),
+                "status": COMPLETED,
+                "attempts": 1,
+                "created_at": utc_now(),
+                "result": run.result_pickle,
+                "result_json": _json_text(run.result_json),
+            }
+            for run in unique.values()
+            if run.spec_hash not in status_of
+        ]
+        if missing:
+            connection.execute(self._insert_ignoring_duplicates(runs), missing)
+        unfinished = [
+            {
+                "b_id": run_id,
+                "b_result": unique[spec_hash].result_pickle,
+                "b_json": _json_text(unique[spec_hash].result_json),
+            }
+            for spec_hash, (run_id, status) in status_of.items()
+            if status in (PENDING, FAILED)
+        ]
+        if unfinished:
+            connection.execute(
+                update(runs)
+                .where(runs.c.id == bindparam("b_id"), or_(runs.c.status == PENDING, runs.c.status == FAILED))
+                .values(
+                    status=COMPLETED,
+                    result=bindparam("b_result"),
+                    result_json=bindparam("b_json"),
+                    error_type=None,
+                    error_message=None,
+                    traceback=None,
+                ),
+                unfinished,
+            )
+        return len(missing) + len(unfinished)
 
     def requeue(self, batch_id: int, status: str, run_id: int | None = None) -> int:
         """Put the batch's runs with ``status`` (failed or completed) back to pending, or only run ``run_id`` if it
@@ -350,24 +350,80 @@ class RunStore(RunQueries):
                 "b_error_type": outcome.error_type,
                 "b_error_message": outcome.error_message,
                 "b_traceback": outcome.traceback,
+                "b_output": outcome.output,
             }
             for outcome in outcomes
         ]
         ids = [outcome.run_id for outcome in outcomes]
         now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
+        completed = {outcome.run_id for outcome in outcomes if not outcome.failed}
 
         def transaction(connection: Connection) -> dict[int, Fate]:
-            if connection.execute(self._record, parameters).rowcount == len(parameters):
-                return {}
-            not_stored = dict.fromkeys(ids, Fate.DELETED)
-            for run_id, token, status in connection.execute(now_held):
-                if token == owner.token and status in (COMPLETED, FAILED):
-                    del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost
-                else:
-                    not_stored[run_id] = Fate.CLAIM_LOST
+            not_stored: dict[int, Fate] = {}
+            if connection.execute(self._record, parameters).rowcount != len(parameters):
+                not_stored = dict.fromkeys(ids, Fate.DELETED)
+                for run_id, token, status in connection.execute(now_held):
+                    if token == owner.token and status in (COMPLETED, FAILED):
+                        del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost
+                    else:
+                        not_stored[run_id] = Fate.CLAIM_LOST
+            if finished := completed - not_stored.keys():  # a completed run needs its checkpoints no more
+                connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 
         return self._write(transaction, "storing outcomes")
+
+    # -- what a worker writes while its run goes on (see smallab_db.worker_writes) -----------------------------------
+
+    def report_progress(self, run_id: int, token: str, progress: float, total: float | None) -> bool:
+        """Store a run's latest ``(progress, total)`` while ``token`` holds its claim; return whether it does."""
+        statement = update(runs).where(_held(run_id, token)).values(progress=progress, progress_total=total)
+        return self._write(lambda connection: connection.execute(statement).rowcount == 1, "storing progress")
+
+    def save_checkpoint(self, run_id: int, token: str, state: bytes, keep: int) -> bool:
+        """Add a checkpoint of a run and drop all but its ``keep`` newest, while ``token`` holds the run's claim.
+
+        Returns:
+            Whether ``token`` holds the claim; if not, nothing was written.
+        """
+        older = (
+            select(checkpoints.c.id)
+            .where(checkpoints.c.run_id == run_id)
+            .order_by(checkpoints.c.id.desc())
+            .offset(keep)
+        )
+
+        def transaction(connection: Connection) -> bool:
+            if self._lock_claim(connection, run_id, token) is None:
+                return False
+            connection.execute(insert(checkpoints).values(run_id=run_id, created_at=utc_now(), state=state))
+            connection.execute(delete(checkpoints).where(checkpoints.c.id.in_(older.scalar_subquery())))
+            return True
+
+        return self._write(transaction, "saving a checkpoint")
+
+    def store_outputs(self, run_id: int, token: str, found: Sequence[ImportedRun]) -> bool:
+        """Store runs that the run produced on the way (an overlapping-output experiment's outputs) as completed runs
+        of its batch, as :meth:`import_completed` does, while ``token`` holds the run's claim.
+
+        Returns:
+            Whether ``token`` holds the claim; if not, nothing was written.
+        """
+
+        def transaction(connection: Connection) -> bool:
+            batch_id = self._lock_claim(connection, run_id, token)
+            if batch_id is None:
+                return False
+            self._import(connection, batch_id, found)
+            return True
+
+        return self._write(transaction, "storing produced runs")
+
+    def _lock_claim(self, connection: Connection, run_id: int, token: str) -> int | None:
+        """Lock the run's row if ``token`` holds its claim, so that no one takes the claim before the transaction
+        ends; return the run's batch id, or None when the claim is not held."""
+        statement = update(runs).where(_held(run_id, token)).values(claim_token=token).returning(runs.c.batch_id)
+        return connection.execute(statement).scalar_one_or_none()
 
     # -- transactions --------------------------------------------------------------------------------------------
 
@@ -393,6 +449,11 @@ class RunStore(RunQueries):
         if values is not None:
             statement = statement.values(values)
         return statement.on_conflict_do_nothing()
+
+
+def _held(run_id: int, token: str) -> Any:
+    """The condition that ``token`` holds the claim of a running run: the compare-and-set of every worker write."""
+    return (runs.c.id == run_id) & (runs.c.claim_token == token) & (runs.c.status == RUNNING)
 
 
 def _json_text(text: str | None) -> JSONText | None:

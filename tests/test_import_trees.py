@@ -156,3 +156,15 @@ def test_a_folder_path_too_long_to_look_at_is_a_usage_error(tmp_path: Path) -> N
     """``import_folder`` on a path the file system refuses to look up names the fix instead of raising OSError."""
     with ExperimentRunner(tmp_path / "runs.db") as runner, pytest.raises(UsageError, match="give a shorter path"):
         runner.import_folder(tmp_path / ("x" * 10_000), "copy")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_importing_completes_every_failed_run_the_tree_holds(tmp_path: Path, layout: str) -> None:
+    """Several runs pending or failed in the batch are turned completed in one statement (executed many times)."""
+    batch_folder = exported(tmp_path / "runs.db", tmp_path / "out", layout)
+    with ExperimentRunner(tmp_path / "runs.db") as runner:
+        runner.on_specification_failure(None)
+        runner.run("again", SEEDS, lambda spec: 1 / 0, show_progress=False)
+        report = runner.import_folder(batch_folder, "again")
+    assert report.imported == 3
+    assert imported_seeds(tmp_path / "runs.db", "again") == [0, 1, 2]

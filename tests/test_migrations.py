@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import zipfile
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import processes
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from workloads import Square
 
@@ -31,7 +33,7 @@ def test_a_new_file_is_built_by_the_migrations(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
-    assert tables == {"batches", "runs", VERSION_TABLE}
+    assert tables == {"batches", "runs", "checkpoints", VERSION_TABLE}
     assert journal == "wal"
 
 
@@ -176,3 +178,25 @@ def test_an_older_postgresql_schema_asks_for_migrate(postgres_url: str) -> None:
         ExperimentRunner(postgres_url)
     assert migrate(resolve_url(postgres_url)) == head_revision()
     ExperimentRunner(postgres_url).run("after-migrate", [{"seed": 1}], Square(), show_progress=False)
+
+
+def test_migration_0005_goes_down_and_up_keeping_runs_and_the_query_role_s_view(database_url: str) -> None:
+    from click.testing import CliRunner
+
+    from smallab_db.cli import main
+
+    with ExperimentRunner(database_url) as runner:
+        runner.run("kept", [{"seed": 2}], Square(), show_progress=False)
+    engine = create_engine(resolve_url(database_url))
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0003")
+    with engine.begin() as connection:
+        assert "progress" not in {column["name"] for column in sa.inspect(connection).get_columns("runs")}
+        assert connection.exec_driver_sql("SELECT batch, status FROM run_details").fetchall() == [("kept", "completed")]
+        command.upgrade(alembic_config(connection), "head")
+    engine.dispose()
+    queried = CliRunner().invoke(
+        main, ["query", "--json", database_url, "SELECT batch, status, progress, output FROM run_details"]
+    )
+    assert queried.exit_code == 0, queried.output
+    assert json.loads(queried.output) == [{"batch": "kept", "status": "completed", "progress": None, "output": None}]

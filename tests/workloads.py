@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from smallab_db import Experiment, ExperimentRunner
+from smallab_db import Experiment, ExperimentRunner, RunSummary
 
 
 class Square(Experiment):
@@ -134,6 +134,15 @@ def finish_times(markers: Path) -> list[tuple[int, float]]:
     return finished
 
 
+def print_summary(summary: RunSummary) -> None:
+    """Print the line the process tests read: how many runs completed, failed, were skipped and not stored."""
+    print(
+        f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped} "
+        f"not_stored={len(summary.not_stored)}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("database")
@@ -158,11 +167,7 @@ def main() -> None:
         num_parallel=arguments.parallel,
         show_progress=False,
     )
-    print(
-        f"completed={len(summary.completed)} failed={len(summary.failed)} skipped={summary.skipped} "
-        f"not_stored={len(summary.not_stored)}",
-        flush=True,
-    )
+    print_summary(summary)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,19 @@ def looks_like(batch_folder: Path) -> bool:
 
 def read_batch(batch_folder: Path) -> Iterator[FoundRun | Unreadable]:
     """Yield every run below ``batch_folder/experiments``, or what made its file or folder unreadable."""
+    for entry in read_records(batch_folder):
+        yield entry if isinstance(entry, Unreadable) else found_run(entry[1], entry[0])
+
+
+def read_records(batch_folder: Path) -> Iterator[tuple[Path, Any] | Unreadable]:
+    """Yield ``(path, record)`` of every ``run.json`` and ``run.pkl`` below ``batch_folder/experiments``, as smallab
+    2.x's ``experiment_iterator`` reads them (whatever the record holds), or what made a file or folder unreadable.
+    """
     experiments = batch_folder / _EXPERIMENTS
     if not experiments.is_dir():
         return
     for entry in _run_files(experiments, real_folder(batch_folder)):
-        yield entry if isinstance(entry, Unreadable) else _read_run(entry)
+        yield entry if isinstance(entry, Unreadable) else _read_record(entry)
 
 
 def _write_run(run_folder: Path, run: StoredRun) -> None:
@@ -117,11 +125,10 @@ def _run_files(folder: Path, root: Path) -> Iterator[Path | Unreadable]:
             yield child
 
 
-def _read_run(path: Path) -> FoundRun | Unreadable:
-    """Read the ``{"specification": ..., "result": ...}`` record of a ``run.json`` or ``run.pkl``."""
+def _read_record(path: Path) -> tuple[Path, Any] | Unreadable:
+    """Read the record of a ``run.json`` or ``run.pkl``."""
     try:
         content = path.read_bytes()
-        record = json.loads(content) if path.name == _RUN_JSON else _unpickle(content)
+        return path, json.loads(content) if path.name == _RUN_JSON else _unpickle(content)
     except Exception as error:  # any damage: truncated, corrupt, a class that no longer imports
         return Unreadable(path, f"{type(error).__name__}: {error}")
-    return found_run(record, path)

@@ -1,0 +1,1 @@
+"""smallab 2.x's ``smallab.utilities``."""
