@@ -35,7 +35,11 @@ INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a command stopped by C
 @click.option("--experiment", required=True, metavar="MODULE:NAME", help="A class, an instance or a function.")
 @click.option("--specs", "specs_file", type=PathParameter(), help="A JSON file holding a list of specifications.")
 @click.option("--grid", "grid_file", type=PathParameter(), help="A JSON file holding a generator dict (or a list).")
-@click.option("--parallel", type=click.IntRange(min=1, max=MAX_PARALLEL), help="Runs at a time [default: 1; with --scheduler, all].")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1, max=MAX_PARALLEL),
+    help="Runs at a time [default: 1; with --scheduler, one per worker thread].",
+)
 @click.option("--backend", metavar="NAME", help="The joblib backend for --parallel (loky, threading, dask).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler, such as tcp://10.0.0.5:8786.")
 @click.option(
