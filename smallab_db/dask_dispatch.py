@@ -74,7 +74,7 @@ def outcomes(
     """Run each claimed specification as a task on ``client``'s cluster and yield its outcome as it finishes.
 
     Args:
-        main: the experiment's callable, sent to the workers once.
+        main: the experiment's callable, sent to the workers with each run.
         claims: the claimed runs, consumed as tasks finish.
         num_parallel: how many runs are on the cluster at once; None: as many as its workers have threads.
         client: the cluster's client.
@@ -82,7 +82,6 @@ def outcomes(
     from distributed import as_completed
 
     in_flight = num_parallel or max(1, sum(client.nthreads().values()))
-    [shared_main] = client.scatter([main], broadcast=True, hash=False)
     finished = as_completed()
     submitted: dict[Future, tuple[int, datetime]] = {}
 
@@ -90,7 +89,8 @@ def outcomes(
         claimed = next(claims, None)
         if claimed is not None:
             run_id, specification = claimed
-            future = client.submit(execute, shared_main, run_id, specification, True, pure=False)
+            # main travels with each task (not scattered once): data held only by workers that died would be lost
+            future = client.submit(execute, main, run_id, specification, True, pure=False)
             submitted[future] = (run_id, utc_now())
             finished.add(future)
 
@@ -104,7 +104,6 @@ def outcomes(
     finally:
         if submitted:  # left early (Ctrl-C, an error): take the runs not finished off the cluster
             client.cancel(list(submitted))
-        shared_main.release()
 
 
 def _distributed() -> ModuleType:
