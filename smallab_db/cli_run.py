@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from smallab_db import cli_output, dask_dispatch, dispatch
+from smallab_db import cli_output, dask_dispatch, dispatch, specification
 from smallab_db.batches import check_batch_name
 from smallab_db.cli import PathParameter, batch_option, database_argument, database_url, main
 from smallab_db.database import describe
@@ -150,25 +150,40 @@ def load_experiment(reference: str) -> ExperimentMain:
 
 
 def _specifications(specs_file: Path | None, grid_file: Path | None) -> list[dict[str, Any]]:
-    """Read the specifications from ``--specs`` (a list) or expand the generator of ``--grid``.
+    """Read the specifications from ``--specs`` (a list) or expand the generator of ``--grid``, and validate them
+    before anything is opened or written.
 
     Raises:
         UsageError: neither or both were given.
-        SpecError: the file is not JSON, or not what its option takes.
+        SpecError: the file is not JSON, or not what its option takes, naming the file.
     """
     if (specs_file is None) == (grid_file is None):
         raise UsageError("give the specifications with exactly one of --specs FILE.json and --grid FILE.json")
     if grid_file is not None:
-        return SpecificationGenerator().from_json_file(grid_file)
-    assert specs_file is not None
-    with specs_file.open(encoding="utf-8") as file:
+        source, loaded = grid_file, SpecificationGenerator().from_json_file(grid_file)
+    else:
+        assert specs_file is not None
+        source, loaded = specs_file, _json_list(specs_file)
+    try:
+        return specification.validate_all(loaded)
+    except SpecError as error:
+        raise SpecError(f"in {str(source)!r}: {error}") from error
+
+
+def _json_list(path: Path) -> list[Any]:
+    """Read the JSON list of specifications of ``--specs``.
+
+    Raises:
+        SpecError: the file is not JSON, or holds something else than a list.
+    """
+    with path.open(encoding="utf-8") as file:
         try:
             loaded = json.load(file)
         except ValueError as error:
-            raise SpecError(f"{str(specs_file)!r} is not JSON: {error}") from error
+            raise SpecError(f"{str(path)!r} is not JSON: {error}") from error
     if not isinstance(loaded, list):
         raise SpecError(
-            f"--specs takes a JSON list of specifications, but {str(specs_file)!r} holds a {type(loaded).__name__}: "
+            f"--specs takes a JSON list of specifications, but {str(path)!r} holds a {type(loaded).__name__}: "
             "write [{...}, {...}], or give a generator dict with --grid"
         )
     return loaded
