@@ -4,9 +4,11 @@ workers fails alone, and two runner processes sharing the cluster and one Postgr
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import dask.config
 import joblib
+import processes
 import pytest
 from distributed import Client, LocalCluster
 from runner_processes import start_runner, statuses, wait_started_line
@@ -157,3 +160,29 @@ def test_joblib_parallel_config_dask_runs_on_the_cluster_too(dask_client: Client
     assert len(summary.completed) == 6
     workers = set(dask_client.run(os.getpid).values())
     assert {run["result"]["pid"] for run in runner.results("configured")} <= workers
+
+
+def test_smallab_db_run_with_a_scheduler_address_runs_on_the_cluster(
+    dask_client: Client, sqlite_path: str, tmp_path: Path
+) -> None:
+    (tmp_path / "specs.json").write_text(json.dumps([{"seed": seed} for seed in range(6)]))
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # tests/workloads.py
+    command = [
+        str(Path(sys.executable).parent / "smallab-db"),
+        "run",
+        sqlite_path,
+        "--batch",
+        "scheduled",
+        "--experiment",
+        "workloads:ReportsPid",
+        "--specs",
+        "specs.json",
+        "--scheduler",
+        dask_client.scheduler.address,
+        "--no-progress",
+    ]
+    ran = processes.run(command, cwd=tmp_path, env=environment, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "batch 'scheduled': 6 completed, 0 failed, 0 already completed\n"
+    workers = set(dask_client.run(os.getpid).values())
+    assert {pickle.loads(result)["pid"] for _, _, result in statuses(sqlite_path).values()} <= workers
