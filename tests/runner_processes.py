@@ -105,3 +105,28 @@ def wait_for_completed(database: str, at_least: int, process: subprocess.Popen[s
             return
         time.sleep(0.05)
     raise AssertionError(f"fewer than {at_least} runs completed within 60 s")
+
+
+def race(database: str, batches: list[str], count: int, markers: Path, *options: str) -> list[tuple[str, str]]:
+    """Start one runner per entry of ``batches`` (with ``--sleep 0.05`` and ``options``), release them at the same
+    moment, and require each to succeed with no "database is locked" error; return their (stdout, stderr)."""
+    go = markers.parent / "go"
+    runners = [
+        start_runner(
+            database, batch, count, markers, "--sleep", "0.05", *options, "--wait-for", str(go), wait_started=False
+        )
+        for batch in batches
+    ]
+    for runner in runners:
+        wait_started_line(runner)
+    go.touch()
+    outputs = [runner.communicate(timeout=300) for runner in runners]
+    for runner, (_, err) in zip(runners, outputs, strict=True):
+        assert runner.returncode == 0, err
+        assert "locked" not in err.lower()
+    return [(out, err) for out, err in outputs]
+
+
+def completed_counts(outputs: list[tuple[str, str]]) -> list[int]:
+    """How many runs each runner completed, from its last line ``completed=N failed=N skipped=N``."""
+    return [int(out.split("completed=")[1].split()[0]) for out, _ in outputs]

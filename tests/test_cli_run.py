@@ -67,6 +67,13 @@ def smallab_db(*arguments: str, cwd: Path, timeout: float = 120) -> subprocess.C
     return processes.run([str(SCRIPT), *arguments], cwd=cwd, env=environment, text=True, timeout=timeout)
 
 
+def run_batch(
+    database: str, batch: str, *options: str, cwd: Path, experiment: str = "experiments:Doubling"
+) -> subprocess.CompletedProcess[str]:
+    """``smallab-db run DATABASE --batch BATCH --experiment EXPERIMENT OPTIONS…`` in ``cwd``."""
+    return smallab_db("run", database, "--batch", batch, "--experiment", experiment, *options, cwd=cwd)
+
+
 def executions(folder: Path) -> dict[int, int]:
     """How many times each seed was executed, from the experiment's marker files."""
     counts: dict[int, int] = {}
@@ -77,32 +84,11 @@ def executions(folder: Path) -> dict[int, int]:
 
 
 def test_a_grid_runs_and_a_second_run_skips_what_is_completed(folder: Path, database_url: str) -> None:
-    first = smallab_db(
-        "run",
-        database_url,
-        "--batch",
-        "grid",
-        "--experiment",
-        "experiments:Doubling",
-        "--grid",
-        "grid.json",
-        cwd=folder,
-    )
+    first = run_batch(database_url, "grid", "--grid", "grid.json", cwd=folder)
     assert first.returncode == 0, first.stderr
     assert first.stdout == "batch 'grid': 6 completed, 0 failed, 0 already completed\n"
     assert "6/6" in first.stderr  # the progress bar, on standard error
-    again = smallab_db(
-        "run",
-        database_url,
-        "--batch",
-        "grid",
-        "--experiment",
-        "experiments:Doubling",
-        "--grid",
-        "grid.json",
-        "--no-progress",
-        cwd=folder,
-    )
+    again = run_batch(database_url, "grid", "--grid", "grid.json", "--no-progress", cwd=folder)
     assert again.returncode == 0, again.stderr
     assert again.stdout == "batch 'grid': 0 completed, 0 failed, 6 already completed\n" and again.stderr == ""
     assert executions(folder) == {0: 2, 1: 2, 2: 2}  # each seed with two sizes, each once
@@ -111,18 +97,8 @@ def test_a_grid_runs_and_a_second_run_skips_what_is_completed(folder: Path, data
 
 @pytest.mark.parametrize("name", ["Doubling", "doubling", "triple"], ids=["class", "instance", "function"])
 def test_the_experiment_may_be_a_class_an_instance_or_a_function(folder: Path, sqlite_path: str, name: str) -> None:
-    ran = smallab_db(
-        "run",
-        sqlite_path,
-        "--batch",
-        "forms",
-        "--experiment",
-        f"experiments:{name}",
-        "--specs",
-        "specs.json",
-        "--parallel",
-        "2",
-        cwd=folder,
+    ran = run_batch(
+        sqlite_path, "forms", "--specs", "specs.json", "--parallel", "2", cwd=folder, experiment=f"experiments:{name}"
     )
     assert ran.returncode == 0, ran.stderr
     assert "4 completed, 0 failed" in ran.stdout
@@ -134,35 +110,13 @@ def test_the_experiment_may_be_a_class_an_instance_or_a_function(folder: Path, s
 
 def test_failed_runs_exit_1_saying_how_many_and_run_again_next_time(folder: Path, sqlite_path: str) -> None:
     (folder / "specs.json").write_text(json.dumps([{"seed": 0}, {"seed": 1, "fail": True}, {"seed": 2, "fail": True}]))
-    ran = smallab_db(
-        "run",
-        sqlite_path,
-        "--batch",
-        "failing",
-        "--experiment",
-        "experiments:Doubling",
-        "--specs",
-        "specs.json",
-        "--no-progress",
-        cwd=folder,
-    )
+    ran = run_batch(sqlite_path, "failing", "--specs", "specs.json", "--no-progress", cwd=folder)
     assert ran.returncode == 1
     assert ran.stdout == "batch 'failing': 1 completed, 2 failed, 0 already completed\n"
     lines = ran.stderr.splitlines()
     assert sum("fails on purpose" in line for line in lines) == 2  # the default failure hook, as in Python
     assert lines[-1].startswith("Error: 2 run(s) of batch 'failing' failed")
-    again = smallab_db(
-        "run",
-        sqlite_path,
-        "--batch",
-        "failing",
-        "--experiment",
-        "experiments:Doubling",
-        "--specs",
-        "specs.json",
-        "--no-progress",
-        cwd=folder,
-    )
+    again = run_batch(sqlite_path, "failing", "--specs", "specs.json", "--no-progress", cwd=folder)
     assert again.returncode == 1 and "0 completed, 2 failed, 1 already completed" in again.stdout
     assert [attempts for _, attempts, _ in statuses(sqlite_path).values()] == [1, 2, 2]
 
@@ -199,17 +153,7 @@ def test_specifications_that_are_not_json_objects_are_refused_before_anything_is
     folder: Path, sqlite_path: str
 ) -> None:
     (folder / "specs.json").write_text('[{"seed": 1}, {"seed": NaN}]')
-    ran = smallab_db(
-        "run",
-        sqlite_path,
-        "--batch",
-        "nan",
-        "--experiment",
-        "experiments:Doubling",
-        "--specs",
-        "specs.json",
-        cwd=folder,
-    )
+    ran = run_batch(sqlite_path, "nan", "--specs", "specs.json", cwd=folder)
     assert ran.returncode == 1 and ran.stderr.startswith("Error: in 'specs.json': specification #1"), ran.stderr
     assert not Path(sqlite_path).exists()
     assert executions(folder) == {}
@@ -237,18 +181,7 @@ def test_ctrl_c_stores_what_finished_and_exits_130(folder: Path, database_url: s
     assert "interrupted" in err and "Traceback" not in err
     stored = statuses(database_url)
     assert "running" not in {status for status, _, _ in stored.values()}
-    resumed = smallab_db(
-        "run",
-        database_url,
-        "--batch",
-        "stopped",
-        "--experiment",
-        "experiments:Doubling",
-        "--specs",
-        "specs.json",
-        "--no-progress",
-        cwd=folder,
-    )
+    resumed = run_batch(database_url, "stopped", "--specs", "specs.json", "--no-progress", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr
     assert {status for status, _, _ in statuses(database_url).values()} == {"completed"}
     assert all(count == 1 for count in executions(folder).values())

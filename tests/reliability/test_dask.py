@@ -20,7 +20,7 @@ import joblib
 import processes
 import pytest
 from distributed import Client, LocalCluster
-from runner_processes import start_runner, statuses, wait_started_line
+from runner_processes import completed_counts, race, statuses
 from workloads import DiesOnSeed, Marking, executions, started_pids
 
 from smallab_db import ExperimentRunner, UsageError, WorkerDiedError
@@ -121,35 +121,13 @@ def test_backend_dask_without_a_client_is_refused_before_anything_is_written(sql
 def test_two_runner_processes_share_one_cluster_and_one_postgresql_database(
     dask_client: Client, postgres_url: str, tmp_path: Path
 ) -> None:
-    markers, count, go = tmp_path / "markers", 60, tmp_path / "go"
-    address = dask_client.scheduler.address
-    runners = [
-        start_runner(
-            postgres_url,
-            "shared",
-            count,
-            markers,
-            "--sleep",
-            "0.05",
-            "--scheduler",
-            address,
-            "--wait-for",
-            str(go),
-            wait_started=False,
-        )
-        for _ in range(2)
-    ]
-    for runner in runners:
-        wait_started_line(runner)
-    go.touch()
-    outputs = [runner.communicate(timeout=240) for runner in runners]
-    for runner, (_, err) in zip(runners, outputs, strict=True):
-        assert runner.returncode == 0, err
+    markers, count = tmp_path / "markers", 60
+    outputs = race(postgres_url, ["shared", "shared"], count, markers, "--scheduler", dask_client.scheduler.address)
     assert executions(markers) == {seed: 1 for seed in range(count)}
     stored = statuses(postgres_url)
     assert {(status, attempts) for status, attempts, _ in stored.values()} == {("completed", 1)}
     assert all(pickle.loads(result)["seed"] == seed for seed, (_, _, result) in stored.items())
-    done = [int(out.split("completed=")[1].split()[0]) for out, _ in outputs]
+    done = completed_counts(outputs)
     assert sum(done) == count and min(done) > 0, done
 
 

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 from private_postgres import PrivateServer
-from runner_processes import start_runner, statuses, wait_for_completed
+from runner_processes import completed_counts, start_runner, statuses, wait_for_completed
 from workloads import executions
 
 COUNT = 120
@@ -36,5 +36,5 @@ def test_runners_reconnect_after_a_server_restart_and_finish_the_batch(
     stored = statuses(database)
     assert {status for status, _, _ in stored.values()} == {"completed"} and len(stored) == COUNT
     assert all(pickle.loads(result)["seed"] == seed for seed, (_, _, result) in stored.items())
-    done = [int(out.split("completed=")[1].split()[0]) for out, _ in outputs]
+    done = completed_counts(outputs)
     assert sum(done) == COUNT and min(done) > 0, done
