@@ -111,8 +111,11 @@ def create_engine(url: URL) -> Engine:
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif url.get_backend_name() == "postgresql":
         options.update(pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=0)
+        # No server-side prepared statements: PgBouncer in transaction mode hands each transaction to any server
+        # connection, where a statement prepared on another is missing.
+        options["connect_args"] = {"prepare_threshold": None}
         if "application_name" not in url.query:  # shows in pg_stat_activity which process holds a connection
-            options["connect_args"] = {"application_name": f"smallab-db pid {os.getpid()} on {socket.gethostname()}"}
+            options["connect_args"]["application_name"] = f"smallab-db pid {os.getpid()} on {socket.gethostname()}"
     try:
         engine = sqlalchemy.create_engine(url, **options)
     except (ArgumentError, ImportError) as error:
