@@ -413,4 +413,6 @@ def _run_details(row: Row[Any]) -> str:
 
 def _indented(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
 from smallab_db import cli_run  # noqa: E402, F401  (registers `smallab-db run` on main)

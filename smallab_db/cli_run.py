@@ -18,7 +18,7 @@ from smallab_db.batches import check_batch_name
 from smallab_db.cli import PathParameter, batch_option, database_argument, database_url, main
 from smallab_db.database import describe
 from smallab_db.errors import ExperimentError, SpecError, UsageError
-from smallab_db.experiment import Experiment, ExperimentMain
+from smallab_db.experiment import ExperimentMain, experiment_main
 from smallab_db.generators import SpecificationGenerator
 from smallab_db.runner import DEFAULT_LEASE_SECONDS, ExperimentRunner
 from smallab_db.schema import RUNNING
@@ -79,7 +79,7 @@ def run_command(
     else:
         dispatch.check_backend(backend)
     specifications = _specifications(specs_file, grid_file)
-    main = load_experiment(experiment)
+    runs_one = load_experiment(experiment)
     num_parallel = parallel if parallel is not None else None if scheduler is not None else 1
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
@@ -88,7 +88,12 @@ def run_command(
         runner = stack.enter_context(ExperimentRunner(resolved, lease_seconds=lease_seconds))
         try:
             summary = runner.run(
-                batch, specifications, main, num_parallel=num_parallel, show_progress=progress, backend=backend
+                batch,
+                specifications,
+                runs_one,
+                num_parallel=num_parallel,
+                show_progress=progress,
+                backend=backend,
             )
         except KeyboardInterrupt:  # the runner said what was stored and that the same command resumes
             raise click.exceptions.Exit(INTERRUPTED_EXIT_STATUS) from None
@@ -140,13 +145,7 @@ def load_experiment(reference: str) -> ExperimentMain:
                 f"{reference} cannot be made without arguments ({error}): give defaults to its __init__, or name a "
                 "module-level instance or function instead"
             ) from error
-    if isinstance(found, Experiment):
-        return found.main
-    if callable(found):
-        return found  # type: ignore[no-any-return]
-    raise ExperimentError(
-        f"{reference} is a {type(found).__name__}, not an Experiment or a function taking a specification dict"
-    )
+    return experiment_main(found)
 
 
 def _specifications(specs_file: Path | None, grid_file: Path | None) -> list[dict[str, Any]]:

@@ -128,7 +128,7 @@ def test_failed_runs_exit_1_saying_how_many_and_run_again_next_time(folder: Path
         (["--experiment", "experiments:Missing", "--specs", "specs.json"], "module 'experiments' has no 'Missing'"),
         (["--experiment", "experiments", "--specs", "specs.json"], "--experiment takes MODULE:NAME"),
         (["--experiment", "experiments:NeedsArguments", "--specs", "specs.json"], "cannot be made without arguments"),
-        (["--experiment", "experiments:not_an_experiment", "--specs", "specs.json"], "not an Experiment"),
+        (["--experiment", "experiments:not_an_experiment", "--specs", "specs.json"], "must be an Experiment"),
         (["--experiment", "experiments:Doubling"], "exactly one of --specs"),
         (["--experiment", "experiments:Doubling", "--specs", "specs.json", "--grid", "grid.json"], "exactly one of"),
         (["--experiment", "experiments:Doubling", "--specs", "grid.json"], "--specs takes a JSON list"),
