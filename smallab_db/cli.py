@@ -369,3 +369,6 @@ def database_url(url: str | None) -> URL:
             f"the database path {path!r:.1000} holds a NUL character, which no file name can: remove it"
         )
     return resolved
+
+
+from smallab_db import cli_run  # noqa: E402, F401  (registers `smallab-db run` on main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -22,6 +23,9 @@ SQLITE_BUSY_TIMEOUT_MS = 120_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 BEGIN_MODE_OPTION = "smallab_sqlite_begin"
 POSTGRESQL_INSTALL = "pip install 'smallab-db[postgresql]'"
+# A runner writes from one thread at a time (claims, lease, outcomes take turns on one lock) and reads little, so
+# two connections per process are enough: N runners need 2N of the server's max_connections.
+POSTGRES_POOL_SIZE = 2
 
 
 def resolve_url(database: str | os.PathLike[str] | URL | None = None) -> URL:
@@ -131,7 +135,12 @@ def create_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif url.get_backend_name() == "postgresql":
-        options["pool_pre_ping"] = True
+        options.update(pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=0)
+        # No server-side prepared statements: PgBouncer in transaction mode hands each transaction to any server
+        # connection, where a statement prepared on another is missing.
+        options["connect_args"] = {"prepare_threshold": None}
+        if "application_name" not in url.query:  # shows in pg_stat_activity which process holds a connection
+            options["connect_args"]["application_name"] = f"smallab-db pid {os.getpid()} on {socket.gethostname()}"
     try:
         engine = sqlalchemy.create_engine(url, **options)
     except (ArgumentError, ImportError) as error:

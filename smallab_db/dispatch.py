@@ -11,6 +11,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from joblib.parallel import ParallelBackendBase
 
+from smallab_db import dask_dispatch
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
@@ -33,8 +34,11 @@ def check_parallelism(num_parallel: Any) -> None:
 
 
 def check_backend(backend: Any) -> None:
-    """Raise :class:`UsageError` unless ``backend`` is None, a registered joblib backend name, or a backend object."""
+    """Raise :class:`UsageError` unless ``backend`` is None, a registered joblib backend name, or a backend object;
+    ``"dask"`` needs a ``distributed.Client`` (see :func:`dask_dispatch.dask_client`)."""
     known = sorted({*joblib.parallel.BACKENDS, *joblib.parallel.EXTERNAL_BACKENDS})
+    if backend == "dask":
+        dask_dispatch.dask_client(backend)
     if backend is None or isinstance(backend, ParallelBackendBase) or backend in known:
         return
     raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
@@ -53,11 +57,16 @@ def outcomes(
         main: the experiment's callable.
         claims: the claimed runs, consumed lazily.
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
-        backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky.
+        backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky. Dask runs
+            on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
             yield execute(main, run_id, specification, in_worker=False)
+        return
+    client = dask_dispatch.dask_client(backend)
+    if client is not None:
+        yield from dask_dispatch.outcomes(main, iter(claims), num_parallel, client)
         return
     while True:
         parallel = Parallel(

@@ -3,21 +3,36 @@
 A claim records the host name, a node identity (boot id and PID namespace, so that containers sharing a host
 name are told apart) and the pid. Only when the node is this one can the pid be checked; otherwise the lease
 decides.
+
+For tests that simulate several machines with processes of one machine, ``$SMALLAB_DB_SIMULATED_HOST`` (read here
+only) overrides both the host name and the node: processes given different names then treat each other as machines
+of their own, whose claims only the lease can end.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
+
+SIMULATED_HOST_ENV = "SMALLAB_DB_SIMULATED_HOST"
 
 # Tokens of the runners alive in this process: a claim with this process's pid and another token is abandoned.
 _LIVE_TOKENS: set[str] = set()
 
 
+def this_host() -> str:
+    """The host name recorded with a claim: the machine's, or ``$SMALLAB_DB_SIMULATED_HOST`` when a test sets it."""
+    return os.environ.get(SIMULATED_HOST_ENV) or socket.gethostname()
+
+
 @functools.cache
 def this_node() -> str:
     """Identify this machine and PID namespace: pids are comparable only between claims of the same node."""
+    simulated = os.environ.get(SIMULATED_HOST_ENV)
+    if simulated:
+        return f"simulated:{simulated}"
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.stat("/proc/self/ns/pid").st_ino

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ class Owner:
     """Who holds a claim: host, node and pid for a quick liveness check, a token that only this runner knows."""
 
     lease_seconds: float
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=liveness.this_host)
     pid: int = field(default_factory=os.getpid)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     node: str = field(default_factory=liveness.this_node)

@@ -285,9 +285,16 @@ class RunStore(RunQueries):
             running = connection.execute(running_here)
             dead_tokens = [token for pid, token in running if not liveness.owner_alive(pid, token)]
             abandoned = or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
+            # Rows a stuck transaction holds (a machine that froze or died while writing them) are skipped, not
+            # waited for: on PostgreSQL their lock lasts until the server drops that connection.
+            candidates = (
+                select(runs.c.id)
+                .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned)
+                .with_for_update(skip_locked=True)
+            )
             result = connection.execute(
                 update(runs)
-                .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned)
+                .where(runs.c.id.in_(candidates.scalar_subquery()), runs.c.status == RUNNING, abandoned)
                 .values(status=PENDING, claim_token=None, lease_expires_at=None)
             )
             return result.rowcount

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import private_postgres
 import pytest
 from processes import kill_all
 
@@ -67,3 +68,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "runs.db")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[private_postgres.PrivateServer]:
+    """A PostgreSQL server of the test's own, which it may restart or load (``tests/private_postgres.py``); stopped
+    and removed after the test. Skipped where it cannot run (not root, no server binaries), except under ``CI=true``,
+    where that fails."""
+    reason = private_postgres.unavailable_because()
+    if reason is not None:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI needs a private PostgreSQL server: {reason}")
+        pytest.skip(f"cannot start a private PostgreSQL server: {reason}")
+    server = private_postgres.create()
+    try:
+        yield server
+    finally:
+        private_postgres.destroy(server)

@@ -59,6 +59,25 @@ NO_DATABASE: dict[str, str | bytes] = {
 }
 URLS = {**PATHS, **NO_DATABASE}
 CHOICES = {key: NAMES[key] for key in ("undecodable", "long", "empty")}
+BAD_BATCH_NAMES = {key: NAMES[key] for key in ("undecodable", "encoded-surrogate", "long", "empty", "whitespace")}
+SCHEDULERS: dict[str, str | bytes] = {
+    **{key: NAMES[key] for key in ("undecodable", "long", "empty", "whitespace", "sql", "dash")},
+    "closed-port": "tcp://127.0.0.1:1",
+}
+# ``run`` with everything valid but the one slot: an experiment the tests' folder holds (on PYTHONPATH, see
+# user_environment) and a file of specifications.
+RUN = ["run", "{db}", "--batch", "fresh", "--experiment", "workloads:Square", "--specs", "{specs}"]
+
+
+def run_with(option: str, value: str) -> list[str]:
+    """The valid ``run`` command line with ``option`` given ``value`` (replacing it where RUN has it)."""
+    line = list(RUN)
+    if option in line:
+        line[line.index(option) + 1] = value
+    else:
+        line += [option, value]
+    return line
+
 
 # Per command, where a hostile value goes ("{V}") and which values go there. ``{db}`` is the database, ``{tree}`` a
 # batch exported from it, ``{hash}`` the hash of one of its runs, ``{out}`` a folder an export may create.
@@ -106,6 +125,18 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("run", ["rm", "{db}", "--batch", "broken", "--run", "{V}", "--yes"], NAMES),
         ("status", ["rm", "{db}", "--batch", "broken", "--status", "{V}", "--yes"], CHOICES),
     ],
+    "run": [
+        ("batch", run_with("--batch", "{V}"), BAD_BATCH_NAMES),
+        ("experiment", run_with("--experiment", "{V}"), NAMES),
+        ("specs", run_with("--specs", "{notes}/{V}"), PATHS),
+        ("grid", [*RUN[:-2], "--grid", "{notes}/{V}"], PATHS),
+        ("parallel", run_with("--parallel", "{V}"), NAMES),
+        ("backend", run_with("--backend", "{V}"), NAMES),
+        ("lease", run_with("--lease", "{V}"), NAMES),
+        ("scheduler", run_with("--scheduler", "{V}"), SCHEDULERS),
+        ("url", ["run", "{notes}/{V}", *RUN[2:]], PATHS),
+        ("url", ["run", "{V}", *RUN[2:]], NO_DATABASE),
+    ],
 }
 @dataclass(frozen=True)
 class Setting:
@@ -149,6 +180,8 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
         tree = runner.export("done", root / "tree")
     notes = root / "notes.txt"
     notes.write_text("my notes, not a database\n")
+    specs = root / "specs.json"
+    specs.write_text('[{"seed": 1}, {"seed": 2}]')
     (root / "folder").mkdir()
     cwd = root / "work" / "cwd"
     cwd.mkdir(parents=True)
@@ -159,15 +192,19 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
         "notes": notes,
         "folder": root / "folder",
         "out": root / "out",
+        "specs": specs,
     }
     yield Setting(places, database, root, cwd)
 
 
 def user_environment() -> dict[str, str]:
     """The environment of a user's shell: no ``$SMALLAB_DB`` or debugging, and a standard output that refuses
-    anything that is not UTF-8 (as on a terminal with a UTF-8 locale other than ``C.UTF-8``)."""
+    anything that is not UTF-8 (as on a terminal with a UTF-8 locale other than ``C.UTF-8``). The tests' folder is
+    on ``PYTHONPATH`` (``run`` imports an experiment from it), and Dask gives up connecting after 3 s, not 30."""
     environment = {key: value for key, value in os.environ.items() if key not in ("SMALLAB_DB", "SMALLAB_DB_DEBUG")}
     environment["PYTHONIOENCODING"] = "utf-8:strict"
+    environment["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+    environment["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "3s"
     return environment
 
 
@@ -251,3 +288,11 @@ def test_nul_characters_fail_cleanly_and_change_nothing(setting: Setting, comman
             if problems:
                 failures.append(f"{slot}={name}: {', '.join(problems)}\n  {line!r:.300}\n  {result.stderr[-600:]}")
     assert not failures, f"{len(failures)} case(s) of {command!r} failed:\n" + "\n".join(failures)
+
+
+def test_the_valid_run_line_runs(setting: Setting, tmp_path: Path) -> None:
+    """The ``run`` line the hostile cases start from succeeds as it is, so each case fails for its one bad value."""
+    line = setting.fill([RUN[0], str(tmp_path / "fresh.db"), *RUN[2:]], "")
+    process = processes.run([str(SCRIPT), *line], cwd=setting.cwd, env=user_environment(), timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert b"batch 'fresh': 2 completed, 0 failed, 0 already completed" in process.stdout

@@ -1,7 +1,8 @@
 """Experiments used by the tests, importable by worker processes, and a runner script for subprocess tests.
 
 As a script: ``python workloads.py DATABASE BATCH COUNT [--parallel K] [--sleep S] [--markers DIR] [--lease L]
-[--fail-seed N] [--wait-for FILE]`` runs specifications ``{"seed": 0 … COUNT-1}``. With ``--markers`` each execution
+[--fail-seed N] [--wait-for FILE] [--scheduler ADDRESS]`` runs specifications ``{"seed": 0 … COUNT-1}`` (on the Dask
+scheduler at ADDRESS when given, as many at a time as its workers have threads). With ``--markers`` each execution
 creates a new file ``DIR/<seed>.<uuid>`` when it starts and ``DIR/finished-<seed>-<uuid>`` holding the time when
 it returns: the tests count executions by these side effects, not by the database.
 """
@@ -74,7 +75,8 @@ class ReportsPid(Experiment):
 
 
 class Marking(Experiment):
-    """Leaves a marker file when an execution starts and one when it finishes; can fail one seed."""
+    """Leaves a marker file when an execution starts and one when it finishes; can fail one seed. A specification's
+    ``sleep`` replaces the experiment's."""
 
     def __init__(self, markers: str | None, sleep: float, fail_seed: int | None = None) -> None:
         self.markers = markers
@@ -85,7 +87,7 @@ class Marking(Experiment):
         seed = specification["seed"]
         if self.markers is not None:
             Path(self.markers, f"{seed}.{uuid.uuid4().hex}").write_text(str(os.getpid()))
-        time.sleep(self.sleep)
+        time.sleep(specification.get("sleep", self.sleep))
         if seed == self.fail_seed:
             raise RuntimeError(f"seed {seed} fails on purpose")
         finished = time.time()
@@ -113,6 +115,11 @@ class DiesOnSeed(Experiment):
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.05)
         return {"seed": specification["seed"]}
+
+
+def started_pids(markers: Path, seed: int) -> list[int]:
+    """The process ids that started executing ``seed``, from its marker files (empty ones are being written)."""
+    return [int(text) for marker in markers.glob(f"{seed}.*") if (text := marker.read_text())]
 
 
 def executions(markers: Path) -> dict[int, int]:
@@ -154,7 +161,12 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=60.0)
     parser.add_argument("--fail-seed", type=int)
     parser.add_argument("--wait-for", help="start running only once this file exists (a start line for racers)")
+    parser.add_argument("--scheduler", help="run on the Dask scheduler at this address")
     arguments = parser.parse_args()
+    if arguments.scheduler:
+        from distributed import Client
+
+        Client(arguments.scheduler)  # the current client, which backend="dask" runs on
     runner = ExperimentRunner(arguments.database, lease_seconds=arguments.lease)
     runner.on_specification_failure(None)
     print("started", flush=True)
@@ -164,8 +176,9 @@ def main() -> None:
         arguments.batch,
         [{"seed": seed} for seed in range(arguments.count)],
         Marking(arguments.markers, arguments.sleep, arguments.fail_seed),
-        num_parallel=arguments.parallel,
+        num_parallel=None if arguments.scheduler else arguments.parallel,
         show_progress=False,
+        backend="dask" if arguments.scheduler else None,
     )
     print_summary(summary)
 

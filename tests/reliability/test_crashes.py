@@ -1,4 +1,5 @@
-"""A runner SIGKILLed (with its workers) at random moments loses nothing, and a plain re-run finishes the batch."""
+"""A runner SIGKILLed (with its workers) at random moments loses nothing, and a plain re-run finishes the batch; on a
+SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from processes import kill_group
-from runner_processes import start_runner, statuses
+from runner_processes import aware, is_sqlite, rows, start_runner, statuses
 from workloads import executions, finish_times
+
+from smallab_db.schema import runs
 
 COUNT = 60
 # 24 kill points, drawn once from a fixed seed so that a failure can be replayed: (parallelism, seconds after start)
@@ -25,9 +29,9 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("parallel", "kill_after"), KILL_POINTS)
 def test_a_sigkilled_runner_loses_nothing_and_a_rerun_finishes(
-    tmp_path: Path, parallel: int, kill_after: float
+    database_url: str, tmp_path: Path, parallel: int, kill_after: float
 ) -> None:
-    database, markers = str(tmp_path / "crash.db"), tmp_path / "markers"
+    database, markers = database_url, tmp_path / "markers"
     options = ("--sleep", "0.08", "--parallel", str(parallel), "--lease", "600")
     runner = start_runner(database, "crash", COUNT, markers, *options)
     time.sleep(kill_after)
@@ -37,8 +41,9 @@ def test_a_sigkilled_runner_loses_nothing_and_a_rerun_finishes(
     runner.wait(timeout=30)
     time.sleep(0.2)  # let the killed workers disappear
 
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if is_sqlite(database):  # PostgreSQL's own write-ahead log makes a killed client harmless
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = statuses(database)  # the runner built the tables before it printed "started"
     for seed, finished in finish_times(markers):
         if finished < killed_at - 1:
@@ -68,8 +73,8 @@ def test_the_kill_points_are_many_and_cover_both_modes() -> None:
     assert {parallel for parallel, _ in KILL_POINTS} == {1, 2}
 
 
-def test_results_are_stored_within_a_second_while_the_batch_still_runs(tmp_path: Path) -> None:
-    database, markers = str(tmp_path / "live.db"), tmp_path / "markers"
+def test_results_are_stored_within_a_second_while_the_batch_still_runs(database_url: str, tmp_path: Path) -> None:
+    database, markers = database_url, tmp_path / "markers"
     runner = start_runner(database, "live", 3, markers, "--sleep", "3")
     try:
         deadline = time.monotonic() + 30
@@ -84,25 +89,19 @@ def test_results_are_stored_within_a_second_while_the_batch_still_runs(tmp_path:
         runner.wait()
 
 
-def utc_now_naive() -> datetime:
-    """Now in UTC without a zone, as SQLite stores timestamps."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def test_a_runner_keeps_renewing_its_lease_while_a_long_run_goes_on(tmp_path: Path) -> None:
+def test_a_runner_keeps_renewing_its_lease_while_a_long_run_goes_on(database_url: str, tmp_path: Path) -> None:
     """Renewals every 2 s of a 6 s lease: a renewal would have to be 4 s late for the lease to lapse, far beyond a
     busy machine's delays (``tests/test_store.py`` checks renewal step by step, without timing)."""
-    database, markers = str(tmp_path / "lease.db"), tmp_path / "markers"
+    database, markers = database_url, tmp_path / "markers"
     runner = start_runner(database, "lease", 1, markers, "--sleep", "7.5", "--lease", "6")
     try:
         leases = set()
         deadline = time.monotonic() + 7
         while time.monotonic() < deadline:
-            with sqlite3.connect(database) as connection:
-                row = connection.execute("SELECT status, lease_expires_at FROM runs").fetchone()
-            if row is not None and row[0] == "running":
-                lease = datetime.fromisoformat(row[1])
-                assert lease > utc_now_naive(), "the lease lapsed while the run went on"
+            row = next(iter(rows(database, sa.select(runs.c.status, runs.c.lease_expires_at))), None)
+            if row is not None and row.status == "running":
+                lease = aware(row.lease_expires_at)
+                assert lease > datetime.now(UTC), "the lease lapsed while the run went on"
                 leases.add(lease)
             time.sleep(0.05)
         assert len(leases) >= 3  # the claim's lease, then renewals at 2, 4 and 6 s

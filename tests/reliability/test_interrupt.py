@@ -1,4 +1,5 @@
-"""Ctrl-C during a batch: finished results are stored, unfinished claims return to pending, the process exits."""
+"""Ctrl-C during a batch: finished results are stored, unfinished claims return to pending, the process exits; on a
+SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from workloads import executions
 
 
 @pytest.mark.parametrize("parallel", [1, 2])
-def test_ctrl_c_keeps_results_and_returns_claims_to_pending(tmp_path: Path, parallel: int) -> None:
-    database, markers = str(tmp_path / "interrupted.db"), tmp_path / "markers"
+def test_ctrl_c_keeps_results_and_returns_claims_to_pending(database_url: str, tmp_path: Path, parallel: int) -> None:
+    database, markers = database_url, tmp_path / "markers"
     runner = start_runner(database, "interrupted", 40, markers, "--sleep", "0.1", "--parallel", str(parallel))
     wait_for_completed(database, 4, runner)
     kill_group(runner, signal.SIGINT)  # what Ctrl-C in a terminal does: the runner and its workers get SIGINT
