@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from smallab_db import checkpointing
 from smallab_db.errors import ExperimentError
 from smallab_db.execution import RunTask, check_result_is_dict
@@ -50,7 +52,7 @@ class Smallab2Task(RunTask):
     Attributes:
         experiment: the experiment given to ``run``; each run deep-copies it.
         folder: the call's ``experiment_runs/<name>`` paths.
-        database: the database URL as text, for the checkpoints and progress the worker writes.
+        database: the database URL, for the checkpoints and progress the worker writes.
         echo_logs: also print what runs log to standard error (``use_dashboard=False``, as in 2.x).
         resources: the resources to hand out, if any.
         token: the claim token of the runs, set by :meth:`claimed_by`.
@@ -58,7 +60,7 @@ class Smallab2Task(RunTask):
 
     experiment: ExperimentBase
     folder: RunFolder
-    database: str
+    database: URL
     echo_logs: bool
     resources: ResourceSlots | None = None
     token: str = ""

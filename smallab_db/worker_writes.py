@@ -23,40 +23,46 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL
 
 from smallab_db.database import create_engine
 from smallab_db.errors import ClaimLostError
 from smallab_db.records import ImportedRun
 from smallab_db.store import RunStore
 
-_stores: dict[str, RunStore] = {}
+_stores: dict[tuple[Any, ...], RunStore] = {}  # by _key of the database URL
 _stores_pid = os.getpid()
 _stores_lock = threading.Lock()
 
 
-def share_store(database: str, store: RunStore) -> None:
+def share_store(database: URL, store: RunStore) -> None:
     """Let runs executed in this process write through ``store``, the runner's own, for ``database``."""
     with _stores_lock:
         _forget_inherited()
-        _stores[database] = store
+        _stores[_key(database)] = store
 
 
-def unshare_store(database: str, store: RunStore) -> None:
+def unshare_store(database: URL, store: RunStore) -> None:
     """Stop using ``store`` (its runner is closing)."""
     with _stores_lock:
-        if _stores.get(database) is store:
-            del _stores[database]
+        if _stores.get(_key(database)) is store:
+            del _stores[_key(database)]
 
 
-def _store_for(database: str) -> RunStore:
+def _store_for(database: URL) -> RunStore:
     with _stores_lock:
         _forget_inherited()
-        store = _stores.get(database)
+        store = _stores.get(_key(database))
         if store is None:
-            store = _stores[database] = RunStore(create_engine(make_url(database)))
+            store = _stores[_key(database)] = RunStore(create_engine(database))
         return store
+
+
+def _key(database: URL) -> tuple[Any, ...]:
+    """The URL's parts: a URL hashes by its text, which a SQLite path that is not UTF-8 cannot be turned into."""
+    return (*database[:6], tuple(database.query.items()))
 
 
 def _forget_inherited() -> None:
@@ -74,12 +80,12 @@ class RunLink:
     """A worker's link to the database for one claimed run; it travels to the worker with the task.
 
     Attributes:
-        database: the database URL, as text with its password (the worker connects with it).
+        database: the database URL, with its password (the worker connects with it).
         run_id: the run.
         token: the claim token the calling process claimed the run with.
     """
 
-    database: str
+    database: URL
     run_id: int
     token: str
 

@@ -117,8 +117,28 @@ NOT_UTF8_COMMANDS: list[tuple[list[str | bytes], str]] = [
     (["query", NOT_UTF8, "SELECT count(*) AS counted FROM runs"], "counted"),
     (["export", NOT_UTF8, "--batch", "done", "--to", "out"], "exported batch 'done'"),
     (["retry", NOT_UTF8, "--batch", "done"], "0 failed run(s)"),
+    (
+        [
+            "run",
+            NOT_UTF8,
+            "--batch",
+            "more",
+            "--experiment",
+            "doubling:double",
+            "--specs",
+            "specs.json",
+            "--no-progress",
+        ],
+        "completed",
+    ),
     (["rm", NOT_UTF8, "--batch", "done", "--yes"], "deleted batch 'done' and its 3 run(s)"),
 ]
+
+
+def write_experiment(folder: Path) -> None:
+    """Write the module ``doubling`` and the file ``specs.json`` that ``smallab-db run`` is given, in ``folder``."""
+    (folder / "doubling.py").write_text("def double(specification):\n    return {'x': 2 * specification['seed']}\n")
+    (folder / "specs.json").write_text('[{"seed": 1}, {"seed": 2}]')
 
 
 def test_every_command_works_on_a_database_path_that_is_not_utf8(tmp_path: Path) -> None:
@@ -128,6 +148,7 @@ def test_every_command_works_on_a_database_path_that_is_not_utf8(tmp_path: Path)
     with ExperimentRunner(tmp_path / "runs.db") as runner:
         runner.run("done", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
         tree = runner.export("done", tmp_path / "tree")
+    write_experiment(tmp_path)
     for arguments, expected in NOT_UTF8_COMMANDS:
         line = [str(tree) if argument == "{tree}" else argument for argument in arguments]
         status, stdout, stderr = run_script(*line, cwd=tmp_path)
@@ -198,6 +219,7 @@ WITH_URL = {
     "import": ["import", "{tree}", "--batch", "done", "{url}"],
     "retry": ["retry", "{url}", "--batch", "done"],
     "rm": ["rm", "{url}", "--batch", "done", "--yes"],
+    "run": ["run", "{url}", "--batch", "done", "--experiment", "json:dumps", "--specs", "{tree}/specs.json"],
 }
 WITHOUT_PSYCOPG = """
 import sys
@@ -224,7 +246,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tree")
     with ExperimentRunner(folder / "runs.db") as runner:
         runner.run("done", [{"seed": 1}], Square(), show_progress=False)
-        return runner.export("done", folder)
+        exported = runner.export("done", folder)
+    (exported / "specs.json").write_text('[{"seed": 1}]')  # for `run`, which reads it before opening the database
+    return exported
 
 
 @pytest.mark.parametrize("command", sorted(WITH_URL))

@@ -84,6 +84,10 @@ def check_retry(place: Place, stdout: str) -> None:
     assert statuses(place.database, "broken") == ["completed", "pending", "completed", "pending"]
 
 
+def check_run(place: Place, stdout: str) -> None:
+    assert statuses(place.database, "fresh") == ["completed"] * 2
+
+
 def check_rm(place: Place, stdout: str) -> None:
     assert rows(place.database, "SELECT name FROM batches") == [("broken",)]
 
@@ -99,6 +103,7 @@ CASES: dict[str, tuple[list[str], Callable[[Place, str], None]]] = {
     "import": (["import", "{tree}", "--batch", "fresh"], check_import),
     "retry": (["retry", "--batch", "broken"], check_retry),
     "rm": (["rm", "--batch", "done", "--yes"], check_rm),
+    "run": (["run", "--batch", "fresh", "--experiment", "doubling:double", "--specs", "specs.json"], check_run),
 }
 
 
@@ -133,6 +138,8 @@ def test_every_command_without_a_url_uses_the_documented_database(tmp_path: Path
     else:
         database = decoy
     tree = tmp_path if command == "migrate" else build(database, tmp_path)
+    (cwd / "doubling.py").write_text("def double(specification):\n    return {'x': 2 * specification['seed']}\n")
+    (cwd / "specs.json").write_text('[{"seed": 1}, {"seed": 2}]')  # what `run` is given
     before = decoy.read_bytes() if where == "environment" else None
     arguments, check = CASES[command]
     line = [argument.replace("{tree}", str(tree)) for argument in arguments]

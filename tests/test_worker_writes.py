@@ -24,7 +24,7 @@ from smallab_db.worker_writes import RunLink
 
 
 def link(runner: ExperimentRunner, run_id: int, owner: Owner) -> RunLink:
-    return RunLink(runner.url.render_as_string(hide_password=False), run_id, owner.token)
+    return RunLink(runner.url, run_id, owner.token)
 
 
 def stored_checkpoints(runner: ExperimentRunner, run_id: int) -> list[bytes]:

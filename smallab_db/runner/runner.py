@@ -97,8 +97,7 @@ class ExperimentRunner:
         self.experiment_folder = Path("experiment_runs")
         self._hooks = Hooks(on_specification_failure=print_failure)
         self._callbacks: list[Any] = []
-        self._database = self.url.render_as_string(hide_password=False)  # what worker processes connect with
-        worker_writes.share_store(self._database, self.store)
+        worker_writes.share_store(self.url, self.store)
 
     # -- hooks, as in smallab ------------------------------------------------------------------------------------
 
@@ -236,7 +235,7 @@ class ExperimentRunner:
         if plan.resources is not None:
             resources = ResourceSlots.create(plan.resources)
             stack.callback(resources.remove)
-        return Smallab2Task(experiment, folder, self._database, echo_logs, resources)
+        return Smallab2Task(experiment, folder, self.url, echo_logs, resources)
 
     # -- reading back --------------------------------------------------------------------------------------------
 
@@ -282,7 +281,7 @@ class ExperimentRunner:
 
     def close(self) -> None:
         """Close the database connections."""
-        worker_writes.unshare_store(self._database, self.store)
+        worker_writes.unshare_store(self.url, self.store)
         self.engine.dispose()
 
     def __enter__(self) -> ExperimentRunner:
