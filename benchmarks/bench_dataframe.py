@@ -5,6 +5,7 @@ Usage: python benchmarks/bench_dataframe.py [N]   (default 100000)
 Fills a batch with N completed runs, then times runner.dataframe() against the least any loader has to do:
 a raw sqlite3 fetch of the same rows with json.loads of specification and result, into pandas.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ def main() -> None:
         runner.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"raw sqlite3 + json + pandas baseline: {n:,} runs in {baseline_seconds:.2f} s")
-    print(f"runner.dataframe: {n:,} runs in {seconds:.2f} s ({n / seconds:,.0f} runs/s); ratio to baseline "
-          f"{seconds / baseline_seconds:.2f}x the time")
+    print(
+        f"runner.dataframe: {n:,} runs in {seconds:.2f} s ({n / seconds:,.0f} runs/s); ratio to baseline "
+        f"{seconds / baseline_seconds:.2f}x the time"
+    )
     print(f"peak memory: {peak_mb:,.0f} MB")
 
 

@@ -6,6 +6,7 @@ The runner streams: beyond the caller's own list it holds one claimed chunk, one
 stored, and the summary's lists of completed specifications. Prints the peak resident memory of the process and
 its ratio to the memory measured after building the specification list alone.
 """
+
 from __future__ import annotations
 
 import resource

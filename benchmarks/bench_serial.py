@@ -1,15 +1,21 @@
-"""Serial throughput of trivial experiments, as ratios against raw SQLite measured in the same run.
+"""Serial throughput of trivial experiments, as ratios against references measured in the same run.
 
-Usage: python benchmarks/bench_serial.py [N] [RECHECK_N]   (defaults 10000 and 100000)
+Usage: python benchmarks/bench_serial.py [N] [RECHECK_N] [SMALLAB_N]   (defaults 10000, 100000 and 1000)
 
-Prints experiments/s for a first run of N specifications, completed specifications re-checked per second for a
-re-run of RECHECK_N, the raw-SQLite baseline (executemany of the same rows), and the peak memory of the process.
+Prints:
+- experiments/s of a first run of N specifications, against the SQLite floor: plain ``sqlite3`` doing the same row
+  work on the same schema (hash each specification, insert it pending, claim it, call ``main``, store its result,
+  in transactions of 1,000 rows), and against smallab 2.3.1's ``MainRunner`` on SMALLAB_N specifications;
+- the seconds to re-check RECHECK_N completed specifications (a second run of the same batch);
+- the peak memory of the process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import pickle
 import resource
 import sqlite3
@@ -17,46 +23,105 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from smallab_db import ExperimentRunner
 
+CHUNK = 1000
+TIMESTAMP = "2026-01-01 00:00:00.000000"
 
-def trivial(specification: dict) -> dict:
+
+def trivial(specification: dict[str, Any]) -> dict[str, Any]:
     return {"x": specification["seed"]}
 
 
-def raw_sqlite_rows_per_second(path: Path, n: int) -> float:
-    """Insert n runs and then update them with results: the least any store has to do, without a framework."""
+def sqlite_floor(folder: Path, n: int) -> float:
+    """Experiments/s of plain sqlite3 doing smallab-db's row work on its own schema, with none of its code."""
+    path = folder / "floor.db"
+    runner = ExperimentRunner(path)  # the schema, made by the migrations
+    runner.run("floor", [], trivial, show_progress=False)
+    runner.close()
     connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute(
-        "CREATE TABLE runs (id INTEGER PRIMARY KEY, spec_hash TEXT UNIQUE, specification TEXT, status TEXT, "
-        "result BLOB, result_json TEXT)"
-    )
+    connection.execute("PRAGMA synchronous = NORMAL")
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
     start = time.perf_counter()
     rows = []
     for seed in range(n):
-        text = json.dumps({"seed": seed}, sort_keys=True, separators=(",", ":"))
+        text = encode({"seed": seed})
         rows.append((hashlib.sha256(text.encode()).hexdigest(), text))
-    connection.execute("BEGIN")
-    connection.executemany("INSERT INTO runs (spec_hash, specification, status) VALUES (?, ?, 'pending')", rows)
+    connection.execute("BEGIN IMMEDIATE")
+    connection.executemany(
+        "INSERT INTO runs (batch_id, spec_hash, specification, status, attempts, created_at) "
+        f"VALUES (1, ?, ?, 'pending', 0, '{TIMESTAMP}')",
+        rows,
+    )
     connection.execute("COMMIT")
-    results = [(pickle.dumps({"x": seed}), json.dumps({"x": seed}), seed + 1) for seed in range(n)]
-    connection.execute("BEGIN")
-    connection.executemany("UPDATE runs SET status='completed', result=?, result_json=? WHERE id=?", results)
-    connection.execute("COMMIT")
+    while True:
+        connection.execute("BEGIN IMMEDIATE")
+        claimed = connection.execute(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1, claim_token = 'floor', "
+            f"lease_expires_at = '{TIMESTAMP}', started_at = '{TIMESTAMP}' WHERE id IN "
+            f"(SELECT id FROM runs WHERE batch_id = 1 AND status = 'pending' ORDER BY id LIMIT {CHUNK}) "
+            "RETURNING id, specification"
+        ).fetchall()
+        connection.execute("COMMIT")
+        if not claimed:
+            break
+        results = []
+        for run_id, text in claimed:
+            result = trivial(json.loads(text))
+            results.append((pickle.dumps(result), json.dumps(result), TIMESTAMP, run_id))
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(
+            "UPDATE runs SET status = 'completed', result = ?, result_json = ?, finished_at = ?, "
+            "lease_expires_at = NULL WHERE id = ? AND claim_token = 'floor' AND status = 'running'",
+            results,
+        )
+        connection.execute("COMMIT")
     elapsed = time.perf_counter() - start
     connection.close()
     return n / elapsed
 
 
+def smallab_main_runner(folder: Path, n: int) -> float:
+    """Experiments/s of smallab 2.3.1's ``MainRunner`` (serial, in the main process) on the same experiment."""
+    from smallab.experiment_types.experiment import Experiment
+    from smallab.runner.runner import ExperimentRunner as SmallabRunner
+    from smallab.runner_implementations.main_process_runner import MainRunner
+
+    class Trivial(Experiment):  # type: ignore[misc]
+        def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+            return trivial(specification)
+
+        def get_name(self, specification: dict[str, Any]) -> str:
+            return str(specification["seed"])
+
+    logging.disable(logging.CRITICAL)
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        start = time.perf_counter()
+        SmallabRunner().run(
+            "smallab",
+            [{"seed": seed} for seed in range(n)],
+            Trivial(),
+            specification_runner=MainRunner(False),
+            use_dashboard=False,
+        )
+        return n / (time.perf_counter() - start)
+    finally:
+        os.chdir(here)
+        logging.disable(logging.NOTSET)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     recheck_n = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
-    with tempfile.TemporaryDirectory() as folder:
-        baseline = raw_sqlite_rows_per_second(Path(folder) / "raw.db", n)
-        runner = ExperimentRunner(Path(folder) / "bench.db")
+    smallab_n = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        floor = sqlite_floor(folder, n)
+        runner = ExperimentRunner(folder / "bench.db")
         specifications = [{"seed": seed} for seed in range(n)]
         start = time.perf_counter()
         summary = runner.run("first", specifications, trivial, show_progress=False)
@@ -70,13 +135,15 @@ def main() -> None:
         recheck_seconds = time.perf_counter() - start
         assert summary.skipped == recheck_n
         runner.close()
+        smallab = smallab_main_runner(folder, smallab_n)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"raw SQLite baseline: {baseline:,.0f} rows/s (insert + result update, N={n})")
-    print(f"first run: {first:,.0f} experiments/s serial, N={n}; ratio to baseline {first / baseline:.3f}")
+    print(f"SQLite floor (plain sqlite3, same row work and schema): {floor:,.0f} experiments/s, N={n}")
+    print(f"smallab 2.3.1 MainRunner: {smallab:,.0f} experiments/s, N={smallab_n}")
     print(
-        f"re-run: {recheck_n:,} completed specifications re-checked in {recheck_seconds:.3f} s "
-        f"({recheck_n / recheck_seconds:,.0f}/s); ratio to baseline {recheck_n / recheck_seconds / baseline:.3f}"
+        f"first run: {first:,.0f} experiments/s serial, N={n}; ratio to the floor {first / floor:.2f}, "
+        f"to smallab 2.3.1 {first / smallab:.0f}x"
     )
+    print(f"re-run: {recheck_n:,} completed specifications re-checked in {recheck_seconds:.3f} s")
     print(f"peak memory: {peak_mb:,.0f} MB")
 
 

@@ -15,17 +15,19 @@ from tqdm import tqdm
 from smallab_db import dispatch, specification
 from smallab_db.claims import Claims
 from smallab_db.execution import Runnable, RunTask
+from smallab_db.experiment import Specification
 from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
-from smallab_db.records import Outcome, Owner, Specification
+from smallab_db.records import Outcome, Owner
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
 
-REGISTER_CHUNK = 500
+REGISTER_CHUNK = 20_000  # specifications per registering transaction
+SCAN_FACTOR = 4  # read a batch's finished runs in one pass when they are at most this many per specification
 
 BatchHook = Callable[[list[Specification]], Any]
 BatchFailureHook = Callable[[list[BaseException], list[Specification]], Any]
@@ -112,11 +114,18 @@ class BatchRun:
         )
 
     def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
-        """Insert the specifications in chunks; return the ids of those completed already."""
+        """Insert the specifications in chunks; return the ids of those completed already.
+
+        When the batch holds not many more finished runs than there are specifications, they are read in one pass
+        first, which is faster than looking each hash up; otherwise each chunk looks its hashes up.
+        """
         completed: list[int] = []
+        finished = None
+        if self.store.count_finished(batch_id) <= SCAN_FACTOR * len(specifications):
+            finished = self.store.finished_runs(batch_id)
         hashed = specification.hashed(specifications, self.keep_key_order)
         while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
-            completed += self.store.register(batch_id, chunk, rerun_all)
+            completed += self.store.register(batch_id, chunk, rerun_all, finished)
         return completed
 
     def _run_pending(self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller) -> bool:
@@ -133,7 +142,7 @@ class BatchRun:
         reporter = Reporter(
             tally, progress, self.hooks.on_specification_complete, self.hooks.on_specification_failure, hooks
         )
-        recorder = Recorder(self.store, owner, on_verdict=reporter.deliver)
+        recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         keeper.start()
         main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
         outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend)

@@ -16,7 +16,7 @@ import logging
 import math
 import pickle
 import time
-from typing import Any
+from typing import Any, cast
 
 import dill
 
@@ -124,7 +124,7 @@ def pickle_state(experiment: object) -> bytes:
     except Exception:
         pass
     try:
-        return dill.dumps(experiment, protocol=pickle.HIGHEST_PROTOCOL)
+        return cast(bytes, dill.dumps(experiment, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as error:
         raise ExperimentError(_unpicklable_message(experiment, error)) from error
 

@@ -1,4 +1,5 @@
-"""Handing out claimed runs one at a time, claiming more from the database in chunks sized to the work's pace."""
+"""Handing out claimed runs one at a time, claiming more from the database in chunks sized to the work's pace, the
+next chunk in the background while the current one runs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from smallab_db.records import Owner, Specification
+from smallab_db.experiment import Specification
+from smallab_db.records import Owner
 from smallab_db.store import RunStore
 
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
@@ -34,10 +37,14 @@ class Claims:
         self._min_chunk = max(1, parallelism)
         self._buffer: deque[tuple[int, Specification]] = deque()
         self._in_flight: dict[int, Specification] = {}
-        self._finished = 0
+        self._handed_out = 0
         self._started = time.monotonic()
         self._confirmed_at = self._started
         self._lock = threading.Lock()
+        # The next chunk is claimed in the background while this one runs: this thread never waits for the
+        # recorder's transactions to end before claiming.
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallab-db-claims")
+        self._prefetch: Future[list[tuple[int, Specification]]] | None = None
 
     def __iter__(self) -> Iterator[tuple[int, Specification]]:
         while True:
@@ -45,18 +52,31 @@ class Claims:
                 if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
                     self._keep_held(self._renew())
                 if not self._buffer:
-                    self._buffer.extend(self._claim_more())
-                    self._confirmed_at = time.monotonic()
+                    self._take_claimed(self._claimed_next())
                 if not self._buffer:
                     return
                 run_id, specification = self._buffer.popleft()
                 self._in_flight[run_id] = specification
+                self._handed_out += 1
+                if self._prefetch is None and len(self._buffer) <= self._chunk_size():
+                    self._prefetch = self._prefetcher.submit(self._claim_more)
             yield run_id, specification
+
+    def _claimed_next(self) -> list[tuple[int, Specification]]:
+        """The runs claimed in the background, waiting for them, or else claimed now."""
+        if self._prefetch is None:
+            return self._claim_more()
+        prefetch, self._prefetch = self._prefetch, None
+        return prefetch.result()
+
+    def _take_claimed(self, claimed: list[tuple[int, Specification]]) -> None:
+        if not self._buffer:
+            self._confirmed_at = time.monotonic()  # else the older claims of the buffer set when to renew
+        self._buffer.extend(claimed)
 
     def finish(self, run_id: int) -> Specification:
         """Mark a handed-out run as finished and return its specification."""
         with self._lock:
-            self._finished += 1
             return self._in_flight.pop(run_id)
 
     def in_flight(self) -> list[tuple[int, Specification]]:
@@ -82,6 +102,13 @@ class Claims:
             dropped before saying so (the claim was then taken again). They are pending again, to be run.
         """
         with self._lock:
+            if self._prefetch is not None:  # its claims are released with the others
+                prefetch, self._prefetch = self._prefetch, None
+                try:
+                    self._take_claimed(prefetch.result())
+                except Exception:  # the claims it may have taken are held by this owner: released below
+                    pass
+            self._prefetcher.shutdown()
             unstarted = [run_id for run_id, _ in self._buffer]
             known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()
@@ -95,5 +122,5 @@ class Claims:
         return claimed
 
     def _chunk_size(self) -> int:
-        rate = self._finished / max(time.monotonic() - self._started, 1e-6)
+        rate = self._handed_out / max(time.monotonic() - self._started, 1e-6)  # the pace runs are taken at
         return max(self._min_chunk, min(MAX_CLAIM, int(rate * CLAIM_SECONDS)))

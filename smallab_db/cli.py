@@ -28,7 +28,7 @@ TABLE_WIDTH_ROWS = 1000  # `query` sets a table's column widths from its first r
 OUTPUT_LINES = 100  # `query` writes its output this many lines at a time
 
 
-class PathParameter(click.ParamType):
+class PathParameter(click.ParamType):  # type: ignore[type-arg]  # generic only in some click versions
     """A file-system path. Unlike ``click.Path``, which hands it to ``os.stat``, a NUL character is a usage error."""
 
     name = "path"
@@ -131,7 +131,7 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
         raise UsageError("choose one of --csv and --json")
     url, sql = url_and_last(arguments, "query", "one SQL statement", "quote the SQL")
     if not sql.strip():
-        raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
+        raise UsageError('the SQL statement is empty: give one read-only query, such as "SELECT * FROM run_details"')
     seconds = None if timeout is None else _positive_seconds(timeout)
     try:
         with read_only_query(resolve_url(url), sql, seconds) as result:

@@ -12,6 +12,11 @@ _NUL_IN_TEXT = "\\x00"  # how NUL shows in stored error text
 _NUL_IN_JSON = "\ufffd"  # what NUL becomes in the queryable JSON copy of a result (the pickle keeps the exact value)
 
 
+# Encoders built once: ``json.dumps`` with options builds a new encoder on every call.
+_encode_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_stored = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 class JSONText(str):
     """JSON text that is already serialised: stored as it is instead of being serialised again."""
 
@@ -20,12 +25,12 @@ def serialize_json(value: Any) -> str:
     """The engines' JSON serialiser: passes :class:`JSONText` through, serialises anything else."""
     if type(value) is JSONText:
         return value
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return _encode_stored(value)
 
 
 def canonical_json(specification: dict[str, Any]) -> str:
     """Return the canonical JSON text of a validated specification: the text its hash is computed from."""
-    return json.dumps(specification, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _encode_canonical(specification)
 
 
 def queryable_json(result: dict[str, Any]) -> str | None:
@@ -37,10 +42,11 @@ def queryable_json(result: dict[str, Any]) -> str | None:
     a non-string key or a value JSON has no form for makes the result not JSON.
     """
     try:
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False, default=_as_list_or_number)
-        text.encode("utf-8")  # a lone surrogate serialises, but no database can store it
+        text = _encode_queryable(result)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate serialises, but no database can store it
         if "\\u0000" in text:
-            text = json.dumps(_without_nul(json.loads(text)), ensure_ascii=False, allow_nan=False)
+            text = _encode_stored(_without_nul(json.loads(text)))
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
     return text
@@ -55,6 +61,9 @@ def _as_list_or_number(value: Any) -> Any:
         return to_list()
     except Exception as error:  # the value's own method failed: the result is not JSON
         raise TypeError(f"{type(value).__name__}.tolist() failed: {error}") from error
+
+
+_encode_queryable = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_as_list_or_number).encode
 
 
 def storable_text(text: str) -> str:

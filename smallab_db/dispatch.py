@@ -16,6 +16,7 @@ from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
+from smallab_db.pace import Pace
 from smallab_db.records import Outcome, utc_now
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
@@ -68,19 +69,28 @@ def outcomes(
     if client is not None:
         yield from dask_dispatch.outcomes(main, iter(claims), num_parallel, client)
         return
+    pace = Pace()
     while True:
         parallel = Parallel(
             n_jobs=-1 if num_parallel is None else num_parallel,
             backend=backend,
             return_as="generator_unordered",
-            batch_size=1,  # a batch returns all at once: larger ones would delay storing finished results
+            batch_size=1,  # runs are chunked by pace instead: see smallab_db.pace
         )
+        chunks = pace.chunks(iter(claims))
         try:
-            yield from parallel(delayed(execute)(main, run_id, spec, True) for run_id, spec in claims)
+            for chunk_outcomes in parallel(delayed(execute_chunk)(main, chunk) for chunk in chunks):
+                pace.measure(chunk_outcomes)
+                yield from chunk_outcomes
             return
         except TerminatedWorkerError:
             for run_id, specification in claims.in_flight():
                 yield _execute_alone(main, run_id, specification)
+
+
+def execute_chunk(main: Runnable, chunk: list[tuple[int, Specification]]) -> list[Outcome]:
+    """Execute a chunk of runs one after the other in a worker process; return their outcomes."""
+    return [execute(main, run_id, specification, in_worker=True) for run_id, specification in chunk]
 
 
 def _execute_alone(main: Runnable, run_id: int, specification: Specification) -> Outcome:
@@ -88,6 +98,7 @@ def _execute_alone(main: Runnable, run_id: int, specification: Specification) ->
     started_at = utc_now()
     try:
         (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, run_id, specification, True)])
+        assert isinstance(outcome, Outcome)
     except TerminatedWorkerError as error:
         died = WorkerDiedError(
             f"the worker process running this specification died twice, the second time running it alone: "

@@ -6,7 +6,7 @@ import copy
 import itertools
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 from smallab_db.errors import SpecError, UsageError
 from smallab_db.experiment import Specification
@@ -101,7 +101,7 @@ def _is_choice_list(value: Any) -> bool:
 
 def _choices(value: Any) -> list[Any]:
     """The choices of a choice list; an array's are its plain values (or rows), as its ``tolist()`` gives them."""
-    return value.tolist() if _is_array(value) else value
+    return cast(list[Any], value.tolist() if _is_array(value) else value)
 
 
 def _is_array(value: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from smallab_db.records import Specification
+from smallab_db.experiment import Specification
 from smallab_db.store import RunStore
 
 POLL_SECONDS = 1.0
@@ -150,4 +150,3 @@ def _fraction(row: Any) -> str:
     if row.progress is None:
         return "running"
     return f"{row.progress:g}/{row.progress_total:g}" if row.progress_total is not None else f"{row.progress:g}"
-

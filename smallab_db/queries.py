@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
-from smallab_db.schema import COMPLETED, RUNNING, batches, checkpoints, runs
+from smallab_db.schema import COMPLETED, FAILED, RUNNING, batches, checkpoints, runs
 from smallab_db.transient import is_transient
 
 
@@ -48,6 +48,20 @@ class RunQueries:
         with self._reading() as connection:
             query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status == status)
             return connection.execute(query).scalar_one()
+
+    def count_finished(self, batch_id: int) -> int:
+        """Return how many runs of the batch are completed or failed."""
+        query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status.in_((COMPLETED, FAILED)))
+        with self._reading() as connection:
+            return connection.execute(query).scalar_one()
+
+    def finished_runs(self, batch_id: int) -> dict[str, tuple[int, str]]:
+        """Return ``spec_hash: (run id, status)`` of the batch's completed and failed runs, read in one pass."""
+        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(
+            runs.c.batch_id == batch_id, runs.c.status.in_((COMPLETED, FAILED))
+        )
+        with self._reading() as connection:
+            return {spec_hash: (run_id, status) for spec_hash, run_id, status in connection.execute(query)}
 
     # -- reading results -----------------------------------------------------------------------------------------
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 
 from smallab_db.errors import DatabaseError, ResultNotStoredError, TransientDatabaseError
@@ -19,12 +18,15 @@ FLUSH_INTERVAL_SECONDS = 0.1  # a tenth of the promised 1 s between an experimen
 MAX_GROUP = 2000
 MAX_GROUP_BYTES = 64 * 1024 * 1024
 MAX_QUEUED = 10_000  # outcomes waiting to be stored; beyond this, submit waits (memory stays flat)
-_STOP = object()
 
 
 class Recorder:
     """Stores outcomes handed to :meth:`submit` within :data:`FLUSH_INTERVAL_SECONDS`, grouped in transactions, and
-    hands a :class:`Verdict` for each to ``on_verdict``, from its own thread, once the transaction has committed.
+    hands the :class:`Verdict` of each group to ``on_verdicts``, from its own thread, once the transaction has
+    committed.
+
+    Submitting only appends to a queue that the recorder's thread empties every :data:`FLUSH_INTERVAL_SECONDS`
+    (sooner when a group is full), so handing over an outcome costs the runner almost nothing.
 
     A group the database refuses is stored again one outcome at a time; an outcome it still refuses (text the
     driver cannot send, a value over a size limit) is stored as a failure with a :class:`ResultNotStoredError`
@@ -33,11 +35,14 @@ class Recorder:
     raises it. The outcomes not stored then stay claimed, to be run again.
     """
 
-    def __init__(self, store: RunStore, owner: Owner, on_verdict: Callable[[Verdict], None]) -> None:
+    def __init__(self, store: RunStore, owner: Owner, on_verdicts: Callable[[list[Verdict]], None]) -> None:
         self._store = store
         self._owner = owner
-        self._on_verdict = on_verdict
-        self._queue: queue.Queue[object] = queue.Queue(MAX_QUEUED)
+        self._on_verdicts = on_verdicts
+        self._queued: deque[Outcome] = deque()  # append and popleft are atomic: no lock between the two threads
+        self._wake = threading.Event()  # set when a group is full, or to stop
+        self._drained = threading.Event()  # set whenever the thread has taken outcomes from the queue
+        self._stopping = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="smallab-db-recorder", daemon=True)
         self._thread.start()
@@ -49,18 +54,20 @@ class Recorder:
             DatabaseError: an earlier group could not be stored.
         """
         self._raise_if_failed()
-        while True:
-            try:
-                self._queue.put(outcome, timeout=1.0)
-                return
-            except queue.Full:  # the database is slower than the experiments: wait, unless the thread died
-                self._raise_if_failed()
+        while len(self._queued) >= MAX_QUEUED:  # the database is slower than the experiments: wait for room
+            self._drained.clear()
+            self._wake.set()
+            self._drained.wait(1.0)
+            self._raise_if_failed()
+        self._queued.append(outcome)
+        if len(self._queued) >= MAX_GROUP:
+            self._wake.set()
 
     def close(self) -> None:
         """Store everything queued, stop the thread and raise its error, if any."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
@@ -68,38 +75,32 @@ class Recorder:
             raise self._error
 
     def _work(self) -> None:
-        group: list[Outcome] = []
-        group_bytes = 0
-        deadline = 0.0
         while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()) if group else None)
-            except queue.Empty:
-                item = None
-            if isinstance(item, Outcome):
-                if not group:
-                    deadline = time.monotonic() + FLUSH_INTERVAL_SECONDS
-                group.append(item)
-                group_bytes += len(item.result_pickle or b"")
-            full = len(group) >= MAX_GROUP or group_bytes >= MAX_GROUP_BYTES
-            if group and (item is _STOP or full or time.monotonic() >= deadline):
+            self._wake.wait(FLUSH_INTERVAL_SECONDS)
+            self._wake.clear()
+            stopping = self._stopping  # read before draining: all that was queued before close() is stored
+            while group := self._next_group():
                 try:
                     self._store_group(group)
                 except BaseException as error:  # handed to the runner's thread, which raises it
                     self._error = error
-                    self._drain()
+                    self._queued.clear()
+                    self._drained.set()
                     return
-                group, group_bytes = [], 0
-            if item is _STOP:
+            if stopping:
                 return
 
-    def _drain(self) -> None:
-        """Empty the queue after a fatal error, so that a :meth:`submit` waiting for room gets to raise it."""
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
+    def _next_group(self) -> list[Outcome]:
+        """Take up to :data:`MAX_GROUP` queued outcomes (or :data:`MAX_GROUP_BYTES` of results) off the queue."""
+        group: list[Outcome] = []
+        group_bytes = 0
+        while self._queued and len(group) < MAX_GROUP and group_bytes < MAX_GROUP_BYTES:
+            outcome = self._queued.popleft()
+            group.append(outcome)
+            group_bytes += len(outcome.result_pickle or b"")
+        if group:
+            self._drained.set()
+        return group
 
     def _store_group(self, group: list[Outcome]) -> None:
         try:
@@ -107,13 +108,11 @@ class Recorder:
         except TransientDatabaseError:
             raise
         except DatabaseError:
-            for outcome in group:
-                self._store_alone(outcome)
+            self._deliver([self._store_alone(outcome) for outcome in group])
             return
-        for outcome in group:
-            self._deliver(outcome, not_stored.get(outcome.run_id, Fate.STORED))
+        self._deliver([Verdict(outcome, not_stored.get(outcome.run_id, Fate.STORED)) for outcome in group])
 
-    def _store_alone(self, outcome: Outcome) -> None:
+    def _store_alone(self, outcome: Outcome) -> Verdict:
         """Store one outcome or, if the database refuses it, a failure saying why."""
         try:
             fate = self._store.record(self._owner, [outcome]).get(outcome.run_id, Fate.STORED)
@@ -121,11 +120,10 @@ class Recorder:
             raise
         except DatabaseError as error:
             logger.error("smallab-db: the outcome of run %d cannot be stored: %s", outcome.run_id, error)
-            self._store_refusal(outcome, error)
-            return
-        self._deliver(outcome, fate)
+            return self._store_refusal(outcome, error)
+        return Verdict(outcome, fate)
 
-    def _store_refusal(self, outcome: Outcome, error: DatabaseError) -> None:
+    def _store_refusal(self, outcome: Outcome, error: DatabaseError) -> Verdict:
         """Store the run as failed with a :class:`ResultNotStoredError`; if even the reason's text is refused, with
         its plain ASCII form."""
         reason = ResultNotStoredError(f"the outcome of this run could not be stored, so it is marked failed: {error}")
@@ -140,9 +138,12 @@ class Recorder:
             replacement.error_message = ascii(replacement.error_message)
             replacement.traceback = None
             not_stored = self._store.record(self._owner, [replacement])
-        self._deliver(replacement, not_stored.get(outcome.run_id, Fate.STORED_AS_FAILURE))
+        return Verdict(replacement, not_stored.get(outcome.run_id, Fate.STORED_AS_FAILURE))
 
-    def _deliver(self, outcome: Outcome, fate: Fate) -> None:
-        if fate in (Fate.CLAIM_LOST, Fate.DELETED):
-            logger.warning("smallab-db: the outcome of run %d was not stored: %s", outcome.run_id, fate.value)
-        self._on_verdict(Verdict(outcome, fate))
+    def _deliver(self, verdicts: list[Verdict]) -> None:
+        for verdict in verdicts:
+            if verdict.fate in (Fate.CLAIM_LOST, Fate.DELETED):
+                logger.warning(
+                    "smallab-db: the outcome of run %d was not stored: %s", verdict.outcome.run_id, verdict.fate.value
+                )
+        self._on_verdicts(verdicts)

@@ -10,8 +10,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from smallab_db.experiment import Specification
 from smallab_db.hooks.calling import HookCaller
-from smallab_db.records import Fate, Specification, Verdict
+from smallab_db.records import Fate, Verdict
 from smallab_db.summary import Tally
 
 SpecificationHook = Callable[[Specification, dict[str, Any]], Any]
@@ -44,12 +45,13 @@ class Reporter:
         self._thread = threading.Thread(target=self._work, name="smallab-db-reporter", daemon=True)
         self._thread.start()
 
-    def deliver(self, verdict: Verdict) -> None:
-        """Queue a verdict to report; called from the recorder's thread."""
-        if self._on_complete is None:  # nothing needs the result any more: do not keep it queued
-            verdict.outcome.result = None
-            verdict.outcome.result_pickle = None
-        self._queue.put(verdict)
+    def deliver(self, verdicts: list[Verdict]) -> None:
+        """Queue verdicts to report; called from the recorder's thread."""
+        if self._on_complete is None:  # nothing needs the results any more: do not keep them queued
+            for verdict in verdicts:
+                verdict.outcome.result = None
+                verdict.outcome.result_pickle = None
+        self._queue.put(verdicts)
 
     def close(self) -> None:
         """Report every queued verdict and stop the thread."""
@@ -57,9 +59,12 @@ class Reporter:
         self._thread.join()
 
     def _work(self) -> None:
-        while (verdict := self._queue.get()) is not _STOP:
-            assert isinstance(verdict, Verdict)
-            self._report(verdict)
+        while (verdicts := self._queue.get()) is not _STOP:
+            assert isinstance(verdicts, list)
+            for verdict in verdicts:
+                self._report(verdict)
+            if not self._progress.disable:
+                self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}")
 
     def _report(self, verdict: Verdict) -> None:
         self._tally.add(verdict)
@@ -74,7 +79,6 @@ class Reporter:
                     result = pickle.loads(outcome.result_pickle)
                 self._call_above_the_bar(self._on_complete, outcome.specification, result)
         self._progress.update()
-        self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}", False)
 
     def _call_above_the_bar(self, hook: Callable[..., Any], *arguments: Any) -> None:
         """Call a hook with the progress bar cleared, so that what it prints (``print``, logging) comes out on lines

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from smallab_db.codec import canonical_json, serialize_json
 from smallab_db.errors import SpecError
+from smallab_db.experiment import Specification
 
 HASH_SCHEME = "sha256-canonical-json-v1"
 
@@ -51,8 +52,7 @@ def validate_specification(specification: Any, position: int | None = None) -> N
     if type(specification) is not dict:
         hint = _generator_hint(specification)
         raise SpecError(
-            f"{where} must be a dict of JSON values, but got {type(specification).__name__} "
-            f"{specification!r:.80}{hint}"
+            f"{where} must be a dict of JSON values, but got {type(specification).__name__} {specification!r:.80}{hint}"
         )
     problem = _first_problem(specification, "")
     if problem is not None:
@@ -70,10 +70,10 @@ def plain_specification(specification: Any, position: int | None = None) -> dict
     """
     if type(specification) is dict:
         if _first_problem(specification, "") is None:
-            return specification
+            return cast(Specification, specification)
         specification = _plain(specification)
     validate_specification(specification, position)
-    return specification
+    return cast(Specification, specification)
 
 
 def validate_all(specifications: Any) -> list[dict[str, Any]]:
@@ -86,10 +86,7 @@ def validate_all(specifications: Any) -> list[dict[str, Any]]:
     if isinstance(specifications, (str, bytes, dict)) or not isinstance(specifications, Iterable):
         fix = _generator_hint(specifications) or ": pass a list such as [{'seed': 1}, {'seed': 2}]"
         raise SpecError(f"specifications must be a list of dicts, but got {type(specifications).__name__}{fix}")
-    specifications = list(specifications)
-    for position, specification in enumerate(specifications):
-        specifications[position] = plain_specification(specification, position)
-    return specifications
+    return [plain_specification(specification, position) for position, specification in enumerate(specifications)]
 
 
 def _generator_hint(value: Any) -> str:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Collection, Sequence
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import DateTime, Interval, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from smallab_db import liveness
+from smallab_db.bulk import BulkStatement
 from smallab_db.codec import JSONText
-from smallab_db.database import describe
+from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
 from smallab_db.errors import DatabaseError, SchemaError
+from smallab_db.experiment import Specification
 from smallab_db.queries import RunQueries
-from smallab_db.records import Fate, ImportedRun, Outcome, Owner, Specification, utc_now
+from smallab_db.records import Fate, ImportedRun, Outcome, Owner, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, runs
 from smallab_db.specification import HASH_SCHEME
 from smallab_db.transient import retry_transient
+from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
+FinishedRuns = dict[str, tuple[int, str]]  # spec_hash: (run id, status) of a batch's completed and failed runs
 
 
 class RunStore(RunQueries):
@@ -34,8 +38,8 @@ class RunStore(RunQueries):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._write_lock = threading.Lock()
-        self._record = (
+        self._turns = WriteTurns(engine.url, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        self._record = BulkStatement(
             update(runs)
             .where(
                 runs.c.id == bindparam("b_id"),
@@ -54,7 +58,42 @@ class RunStore(RunQueries):
                 error_message=bindparam("b_error_message"),
                 traceback=bindparam("b_traceback"),
                 output=bindparam("b_output"),
+            ),
+            engine.dialect,
+        )
+        candidates = (
+            select(runs.c.id)
+            .where(runs.c.batch_id == bindparam("b_batch"), runs.c.status == PENDING)
+            .order_by(runs.c.id)
+            .limit(bindparam("b_limit"))
+            .with_for_update(skip_locked=True)
+        )
+        self._claim = (  # built once: building a statement costs more than running it
+            update(runs)
+            .where(runs.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=RUNNING,
+                attempts=runs.c.attempts + 1,
+                host=bindparam("b_host"),
+                pid=bindparam("b_pid"),
+                claim_token=bindparam("b_token"),
+                claim_node=bindparam("b_node"),
+                lease_expires_at=self._lease_end_expression(),
+                started_at=bindparam("b_started"),
+                finished_at=None,
             )
+            .returning(runs.c.id, runs.c.specification)
+        )
+        self._insert_pending = BulkStatement(
+            self._insert_ignoring_duplicates(runs).values(
+                batch_id=bindparam("b_batch"),
+                spec_hash=bindparam("b_hash"),
+                specification=bindparam("b_specification"),
+                status=PENDING,
+                attempts=0,
+                created_at=bindparam("b_created"),
+            ),
+            engine.dialect,
         )
 
     # -- batches -------------------------------------------------------------------------------------------------
@@ -83,52 +122,62 @@ class RunStore(RunQueries):
 
     # -- registering specifications ------------------------------------------------------------------------------
 
-    def register(self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool) -> list[int]:
+    def register(
+        self,
+        batch_id: int,
+        hashed: Sequence[tuple[str, str]],
+        rerun_all: bool,
+        finished: FinishedRuns | None = None,
+    ) -> list[int]:
         """Insert missing specifications as pending and queue finished ones again as asked.
 
         Args:
             batch_id: the batch.
             hashed: ``(spec_hash, JSON text)`` pairs; duplicates are stored once.
             rerun_all: queue completed runs again too, not only failed ones.
+            finished: the batch's finished runs read beforehand (see :meth:`finished_runs`), which saves looking the
+                hashes up; None looks them up.
 
         Returns:
             The ids of the runs among them that are completed and stay so (none when ``rerun_all``).
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
-        known = select(runs.c.id, runs.c.spec_hash, runs.c.status).where(
-            runs.c.batch_id == batch_id, runs.c.spec_hash.in_([spec_hash for spec_hash, _ in hashed])
+        texts = dict(hashed)
+        known = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
+            runs.c.batch_id == batch_id, self._hash_among(list(texts))
         )
 
         def transaction(connection: Connection) -> list[int]:
-            registered: set[str] = set()
             requeue_ids, completed_ids = [], []
-            for run_id, spec_hash, status in connection.execute(known):
-                registered.add(spec_hash)
+            unknown = dict(texts)  # a copy: the transaction may be tried again
+            found: Iterable[tuple[int, str, str]]
+            if finished is None:
+                found = connection.execute(known).tuples()
+            else:  # pending and running runs need no looking up: inserting them again changes nothing
+                found = [(*finished[spec_hash], spec_hash) for spec_hash in texts if spec_hash in finished]
+            for run_id, status, spec_hash in found:
+                del unknown[spec_hash]
                 if status in requeued:
                     requeue_ids.append(run_id)
                 elif status == COMPLETED:
                     completed_ids.append(run_id)
-            now = utc_now()
-            missing = [
-                {
-                    "batch_id": batch_id,
-                    "spec_hash": spec_hash,
-                    "specification": JSONText(text),
-                    "status": PENDING,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for spec_hash, text in dict(hashed).items()
-                if spec_hash not in registered
-            ]
-            if missing:
-                connection.execute(self._insert_ignoring_duplicates(runs), missing)
+            missing = [{"b_hash": spec_hash, "b_specification": JSONText(text)} for spec_hash, text in unknown.items()]
+            shared = {"b_batch": batch_id, "b_created": utc_now()}
+            self._insert_pending.execute(connection, self._insert_pending.driver_rows(missing, shared))
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
                 requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
                 connection.execute(requeue.values(status=PENDING))
             return completed_ids
 
         return self._write(transaction, "registering specifications")
+
+    def _hash_among(self, hashes: list[str]) -> Any:
+        """The condition that a run's hash is one of ``hashes``, as one parameter however many they are (a JSON
+        array on SQLite, an array on PostgreSQL), so the statement compiles once."""
+        if self.engine.dialect.name == "postgresql":
+            return runs.c.spec_hash == any_(bindparam("hashes", hashes, type_=postgresql.ARRAY(String)))
+        listed = func.json_each(bindparam("hashes", json.dumps(hashes))).table_valued("value")
+        return runs.c.spec_hash.in_(select(listed.c.value))
 
     def import_completed(self, batch_id: int, found: Sequence[ImportedRun]) -> int:
         """Store runs found elsewhere as completed, unless the batch already has them completed or running.
@@ -225,32 +274,19 @@ class RunStore(RunQueries):
         Returns:
             ``(run_id, specification)`` of the claimed runs, in id order.
         """
-        candidates = (
-            select(runs.c.id)
-            .where(runs.c.batch_id == batch_id, runs.c.status == PENDING)
-            .order_by(runs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(runs)
-            .where(runs.c.id.in_(candidates.scalar_subquery()))
-            .values(
-                status=RUNNING,
-                attempts=runs.c.attempts + 1,
-                host=owner.host,
-                pid=owner.pid,
-                claim_token=owner.token,
-                claim_node=owner.node,
-                lease_expires_at=self._lease_end(owner),
-                started_at=utc_now(),
-                finished_at=None,
-            )
-            .returning(runs.c.id, runs.c.specification)
-        )
+        parameters = {
+            "b_batch": batch_id,
+            "b_limit": limit,
+            "b_host": owner.host,
+            "b_pid": owner.pid,
+            "b_token": owner.token,
+            "b_node": owner.node,
+            "b_lease": self._lease_parameter(owner),
+            "b_started": utc_now(),
+        }
 
         def transaction(connection: Connection) -> list[tuple[int, Specification]]:
-            return sorted((row.id, row.specification) for row in connection.execute(statement))
+            return sorted((row.id, row.specification) for row in connection.execute(self._claim, parameters))
 
         return self._write(transaction, "claiming runs")
 
@@ -324,6 +360,17 @@ class RunStore(RunQueries):
         """The time leases are compared with: the server's clock on PostgreSQL, shared by every host."""
         return func.now() if self.engine.dialect.name == "postgresql" else utc_now()
 
+    def _lease_end_expression(self) -> Any:
+        """When a lease taken now ends, given :meth:`_lease_parameter` as ``b_lease``."""
+        if self.engine.dialect.name == "postgresql":
+            return func.now() + bindparam("b_lease", type_=Interval())
+        return bindparam("b_lease", type_=DateTime(timezone=True))
+
+    def _lease_parameter(self, owner: Owner) -> Any:
+        """The value of ``b_lease`` in :meth:`_lease_end_expression`."""
+        lease = timedelta(seconds=owner.lease_seconds)
+        return lease if self.engine.dialect.name == "postgresql" else utc_now() + lease
+
     def _lease_end(self, owner: Owner) -> Any:
         return self._now() + timedelta(seconds=owner.lease_seconds)
 
@@ -344,30 +391,32 @@ class RunStore(RunQueries):
         """
         if not outcomes:
             return {}
-        parameters = [
-            {
-                "b_id": outcome.run_id,
-                "b_token": owner.token,
-                "b_status": COMPLETED if outcome.error_type is None else FAILED,
-                "b_extra_executions": outcome.executions - 1,
-                "b_started": outcome.started_at,
-                "b_finished": outcome.finished_at,
-                "b_result": outcome.result_pickle,
-                "b_result_json": _json_text(outcome.result_json),
-                "b_error_type": outcome.error_type,
-                "b_error_message": outcome.error_message,
-                "b_traceback": outcome.traceback,
-                "b_output": outcome.output,
-            }
-            for outcome in outcomes
-        ]
+        parameters = self._record.driver_rows(
+            [
+                {
+                    "b_id": outcome.run_id,
+                    "b_token": owner.token,
+                    "b_status": COMPLETED if outcome.error_type is None else FAILED,
+                    "b_extra_executions": outcome.executions - 1,
+                    "b_started": outcome.started_at,
+                    "b_finished": outcome.finished_at,
+                    "b_result": outcome.result_pickle,
+                    "b_result_json": _json_text(outcome.result_json),
+                    "b_error_type": outcome.error_type,
+                    "b_error_message": outcome.error_message,
+                    "b_traceback": outcome.traceback,
+                    "b_output": outcome.output,
+                }
+                for outcome in outcomes
+            ]
+        )
         ids = [outcome.run_id for outcome in outcomes]
         now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
         completed = {outcome.run_id for outcome in outcomes if not outcome.failed}
 
         def transaction(connection: Connection) -> dict[int, Fate]:
             not_stored: dict[int, Fate] = {}
-            if connection.execute(self._record, parameters).rowcount != len(parameters):
+            if self._record.execute(connection, parameters) != len(parameters):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
                 for run_id, token, status in connection.execute(now_held):
                     if token == owner.token and status in (COMPLETED, FAILED):
@@ -439,7 +488,7 @@ class RunStore(RunQueries):
         on SQLite), after this store's other writes; try it again whole while it fails with a transient error."""
 
         def once() -> T:
-            with self._write_lock, self._translated_errors(), self.engine.begin() as connection:
+            with self._turns.turn(), self._translated_errors(), self.engine.begin() as connection:
                 return transaction(connection)
 
         return retry_transient(once, f"{what} in {describe(self.engine.url)}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from smallab_db.records import Fate, Specification, Verdict
+from smallab_db.experiment import Specification
+from smallab_db.records import Fate, Verdict
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""Runner processes sharing one SQLite file and one batch, against one serial runner measured in the same run.
+
+Usage: python benchmarks/bench_many_runners.py [N]   (default 20000)
+
+For 1, 2, 4 and 8 runner processes started together on the same batch of N trivial experiments, prints the
+aggregate experiments/s (N over the time from the start signal until the last runner is done, imports excluded),
+its ratio to one serial runner, how evenly the runners shared the batch, and the largest peak memory of a runner.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNNER = """
+import json, resource, sys, time
+from smallab_db import ExperimentRunner
+
+def trivial(specification):
+    return {"x": specification["seed"]}
+
+path, n = sys.argv[1], int(sys.argv[2])
+runner = ExperimentRunner(path)
+specifications = [{"seed": seed} for seed in range(n)]
+print("ready", flush=True)
+sys.stdin.readline()
+summary = runner.run("shared", specifications, trivial, show_progress=False)
+runner.close()
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"ran": len(summary.completed), "peak_mb": peak_mb}), flush=True)
+"""
+
+
+def run_together(folder: Path, processes: int, n: int) -> tuple[float, list[int], float]:
+    """Start ``processes`` runners on one new file, release them at once; return (experiments/s, runs each ran,
+    largest peak MB)."""
+    path = tempfile.mkstemp(suffix=".db", dir=folder)[1]
+    Path(path).unlink()
+    script = folder / "runner.py"
+    script.write_text(RUNNER)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), path, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        start = time.perf_counter()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        reports = []
+        for child in children:
+            assert child.stdout is not None
+            reports.append(json.loads(child.stdout.readline()))
+        elapsed = time.perf_counter() - start
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    ran = [report["ran"] for report in reports]
+    assert sum(ran) == n, ran
+    return n / elapsed, ran, max(report["peak_mb"] for report in reports)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        serial, _, _ = run_together(folder, 1, n)
+        print(f"one serial runner: {serial:,.0f} experiments/s, N={n}")
+        for processes in (1, 2, 4, 8):
+            rate, ran, peak_mb = run_together(folder, processes, n)
+            print(
+                f"  {processes} runners: {rate:,.0f} experiments/s in all, ratio to one serial runner "
+                f"{rate / serial:.2f}; runs each ran {min(ran)}..{max(ran)}; peak memory of a runner {peak_mb:,.0f} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""How many runs to hand a worker at once: enough that handing them over costs little per run, few enough that the
+chunk's results come back (and are stored) soon after its first run finished."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from smallab_db.experiment import Specification
+from smallab_db.records import Outcome
+
+CHUNK_SECONDS = 0.05  # the work a chunk holds: its first result waits at most about this long to be stored
+MAX_CHUNK = 1000
+
+
+class Pace:
+    """The time runs take, from the chunks that came back, and the chunk size it calls for.
+
+    The estimate rises at once to a chunk's mean time per run and falls by at most three quarters per chunk, so that
+    slower runs shrink the chunks immediately and a fast stretch grows them quickly. Until a chunk has come back,
+    chunks hold one run.
+    """
+
+    def __init__(self) -> None:
+        self._seconds_per_run: float | None = None
+
+    def measure(self, outcomes: Sequence[Outcome]) -> None:
+        """Take the durations of a chunk's runs into the estimate."""
+        if not outcomes:
+            return
+        took = sum((outcome.finished_at - outcome.started_at).total_seconds() for outcome in outcomes)
+        mean = took / len(outcomes)
+        previous = self._seconds_per_run
+        self._seconds_per_run = mean if previous is None else max(mean, previous / 4)
+
+    def chunk_size(self) -> int:
+        """How many runs the next chunk holds."""
+        if self._seconds_per_run is None:
+            return 1
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self._seconds_per_run, 1e-9))))
+
+    def chunks(self, claimed: Iterator[tuple[int, Specification]]) -> Iterator[list[tuple[int, Specification]]]:
+        """Group claimed runs in chunks of the size the pace calls for when each chunk is made."""
+        while chunk := [pair for _, pair in zip(range(self.chunk_size()), claimed, strict=False)]:
+            yield chunk

@@ -1,0 +1,79 @@
+"""Taking turns to write: the threads of a process, and the smallab-db processes sharing a SQLite file, write one
+at a time, and a waiting writer goes as soon as the one before it is done.
+
+SQLite alone makes a writer that finds the file locked sleep for growing intervals (up to 100 ms) before it tries
+again, so runners sharing a file spend most of their time asleep. Here writers first take an advisory lock on a
+file beside the database, ``<database>-lock``, trying it again every fraction of a millisecond. SQLite's own
+locking still guards the data: the lock file only orders smallab-db's writers. If it cannot be created (a folder
+made read-only since), or a writer holds it for longer than SQLite would wait, the write goes ahead under SQLite's
+locking alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import URL
+
+LOCK_SUFFIX = "-lock"
+_FIRST_PAUSE_SECONDS = 0.0001
+_LONGEST_PAUSE_SECONDS = 0.002
+
+
+class WriteTurns:
+    """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file."""
+
+    def __init__(self, url: URL, patience_seconds: float) -> None:
+        self._thread_lock = threading.Lock()
+        self._lock_path = _lock_path(url)
+        self._patience_seconds = patience_seconds
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for this writer's turn, and hold it for the block."""
+        with self._thread_lock:
+            descriptor = self._open_lock_file()
+            try:
+                if descriptor is not None:
+                    self._wait_for(descriptor)
+                yield
+            finally:
+                if descriptor is not None:
+                    os.close(descriptor)  # which releases the lock: no descriptor stays open between writes
+
+    def _open_lock_file(self) -> int | None:
+        if self._lock_path is None:
+            return None
+        try:
+            return os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return None
+
+    def _wait_for(self, descriptor: int) -> None:
+        give_up_at = time.monotonic() + self._patience_seconds
+        pause = _FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > give_up_at:
+                    return
+                time.sleep(pause)
+                pause = min(pause * 2, _LONGEST_PAUSE_SECONDS)
+            except OSError:  # a file system without flock: SQLite's locking alone
+                return
+
+
+def _lock_path(url: URL) -> str | None:
+    """The lock file of a SQLite database file; None for PostgreSQL, which queues writers itself, and for SQLite
+    in memory or given as a ``file:`` URI."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database + LOCK_SUFFIX
