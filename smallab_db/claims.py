@@ -63,11 +63,13 @@ class Claims:
             yield run_id, specification
 
     def _claimed_next(self) -> list[tuple[int, Specification]]:
-        """The runs claimed in the background, waiting for them, or else claimed now."""
-        if self._prefetch is None:
-            return self._claim_more()
-        prefetch, self._prefetch = self._prefetch, None
-        return prefetch.result()
+        """The runs claimed in the background, waiting for them, or else claimed now: also when the background
+        claim found none, since runs may have turned pending since (put back by ``smallab-db retry``, say)."""
+        if self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            if claimed := prefetch.result():
+                return claimed
+        return self._claim_more()
 
     def _take_claimed(self, claimed: list[tuple[int, Specification]]) -> None:
         if not self._buffer:

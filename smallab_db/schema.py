@@ -77,7 +77,7 @@ runs = Table(
     UniqueConstraint("batch_id", "spec_hash"),
     CheckConstraint("status IN ('pending', 'running', 'completed', 'failed')", name="status"),
     Index(None, "batch_id", "status", "id"),
-    Index(None, "claim_token"),
+    Index(None, "claim_token", "status"),
 )
 
 # The saved states of checkpointed runs in progress, newest last; removed when their run completes.
