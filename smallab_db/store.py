@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import DateTime, Interval, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -152,7 +152,7 @@ class RunStore(RunQueries):
             unknown = dict(texts)  # a copy: the transaction may be tried again
             found: Iterable[tuple[int, str, str]]
             if finished is None:
-                found = connection.execute(known).tuples()
+                found = cast(Iterable[tuple[int, str, str]], connection.execute(known))
             else:  # pending and running runs need no looking up: inserting them again changes nothing
                 found = [(*finished[spec_hash], spec_hash) for spec_hash in texts if spec_hash in finished]
             for run_id, status, spec_hash in found:

@@ -138,6 +138,8 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("url", ["run", "{V}", *RUN[2:]], NO_DATABASE),
     ],
 }
+
+
 @dataclass(frozen=True)
 class Setting:
     """The files the command lines refer to, below ``root``, and the working directory they run in, two levels

@@ -124,7 +124,11 @@ def test_sqlite_pragmas_that_write_are_refused_and_the_files_keep_their_bytes(tm
         assert stored_rows(str(path)) == before
         table_info = invoke("query", str(path), "PRAGMA table_info(batches)", "--csv")
         assert [line.split(",")[1] for line in table_info.stdout.splitlines()] == [
-            "name", "id", "name", "created_at", "hash_scheme"
+            "name",
+            "id",
+            "name",
+            "created_at",
+            "hash_scheme",
         ], table_info.output
         assert file_hashes(path) == hashes
     finally:
@@ -177,6 +181,7 @@ def test_the_migration_gives_the_function_to_a_reader_role_that_may_only_read(po
     assert installed() == [(READER_ROLE, True, False)]
     assert readable() == ["batches", "run_details", "runs"]
 
+
 def test_two_databases_creating_the_role_at_once_both_succeed(postgres_url: str) -> None:
     """The role is the cluster's: when two databases' migrations create it at the same moment, the second waits
     for the first and then goes on with the role the first created."""
@@ -200,8 +205,10 @@ def test_two_databases_creating_the_role_at_once_both_succeed(postgres_url: str)
         thread = threading.Thread(target=lambda: outcome.append(install(second)))
         thread.start()
         wait_until(
-            lambda: admin_rows("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", "postgres", second_pid)
-            == [("Lock",)],
+            lambda: (
+                admin_rows("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", "postgres", second_pid)
+                == [("Lock",)]
+            ),
             "the second CREATE ROLE to wait for the first",
         )
         first.commit()
@@ -282,6 +289,7 @@ def test_a_superuser_s_query_cannot_terminate_another_connection(postgres_url: s
 
         assert "must be a superuser to terminate superuser process" in line
         assert victim.execute("SELECT 1").fetchall() == [(1,)]
+
 
 @pytest.fixture
 def plain_user(postgres_url: str) -> Iterator[str]:

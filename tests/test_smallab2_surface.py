@@ -419,7 +419,10 @@ def test_attached_callbacks_are_called_in_order_and_one_that_raises_stops_none(
 
 
 def test_email_callbacks_send_through_the_local_server(
-    sqlite_path: str, tmp_path: Path, monkeypatch: Any, smtp_server: Any  # noqa: F811
+    sqlite_path: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+    smtp_server: Any,  # noqa: F811
 ) -> None:
     monkeypatch.chdir(tmp_path)
     runner = ExperimentRunner(sqlite_path)

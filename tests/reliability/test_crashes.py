@@ -73,9 +73,13 @@ def test_the_kill_points_are_many_and_cover_both_modes() -> None:
     assert {parallel for parallel, _ in KILL_POINTS} == {1, 2}
 
 
-def test_results_are_stored_within_a_second_while_the_batch_still_runs(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_results_are_stored_within_a_second_while_the_batch_still_runs(
+    database_url: str, tmp_path: Path, parallel: int
+) -> None:
+    """Serially, and with workers that get runs in chunks sized by their pace."""
     database, markers = database_url, tmp_path / "markers"
-    runner = start_runner(database, "live", 3, markers, "--sleep", "3")
+    runner = start_runner(database, "live", 2 * parallel + 1, markers, "--sleep", "3", "--parallel", str(parallel))
     try:
         deadline = time.monotonic() + 30
         while not finish_times(markers) and time.monotonic() < deadline:

@@ -1,0 +1,144 @@
+"""The parts that make runs cheap, each checked for what it must keep: registration read in one pass or looked up
+hash by hash gives the same runs, chunk sizes follow the pace of runs, writers take turns through the lock file
+without keeping it open, and the claims of a runner are found through their index."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from smallab_db import ExperimentRunner, batch_run
+from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, Pace
+from smallab_db.records import Outcome, utc_now
+from smallab_db.schema import runs
+from smallab_db.write_turns import LOCK_SUFFIX
+
+
+def odd_fails(specification: dict[str, int]) -> dict[str, int]:
+    if specification["seed"] % 2:
+        raise ValueError(f"odd seed {specification['seed']}")
+    return {"seed": specification["seed"]}
+
+
+def statuses(runner: ExperimentRunner) -> dict[int, tuple[str, int]]:
+    """``seed: (status, attempts)`` of every run."""
+    with runner.engine.connect() as connection:
+        rows = connection.execute(sa.select(runs.c.specification, runs.c.status, runs.c.attempts))
+        return {specification["seed"]: (status, attempts) for specification, status, attempts in rows}
+
+
+@pytest.mark.parametrize("scan_factor", [4, 0], ids=["read-in-one-pass", "looked-up-by-hash"])
+def test_both_ways_of_registering_find_the_same_runs(
+    database_url: str, scan_factor: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second call skips the completed runs, runs the failed ones again and adds the new ones, whether the batch's
+    finished runs were read in one pass or each hash was looked up (a batch with many more finished runs)."""
+    monkeypatch.setattr(batch_run, "SCAN_FACTOR", scan_factor)
+    with ExperimentRunner(database_url) as runner:
+        first = runner.run("b", [{"seed": seed} for seed in range(10)], odd_fails, show_progress=False)
+        assert len(first.completed) == 5 and len(first.failed) == 5
+        second = runner.run("b", [{"seed": seed} for seed in range(12)], odd_fails, show_progress=False)
+        assert second.skipped == 5
+        assert sorted(spec["seed"] for spec in second.failed) == [1, 3, 5, 7, 9, 11]
+        assert sorted(spec["seed"] for spec in second.completed) == [10]
+        stored = statuses(runner)
+    expected = {seed: ("completed", 1) for seed in range(0, 12, 2)}
+    expected |= {seed: ("failed", 2) for seed in range(1, 10, 2)} | {11: ("failed", 1)}
+    assert stored == expected
+
+
+def outcomes_taking(seconds: float, count: int) -> list[Outcome]:
+    """Outcomes of ``count`` runs that each took ``seconds``."""
+    start = utc_now()
+    return [Outcome(run_id, start, start + timedelta(seconds=seconds)) for run_id in range(count)]
+
+
+def test_chunks_start_with_one_run_grow_with_fast_runs_and_shrink_at_once_for_slow_ones() -> None:
+    pace = Pace()
+    assert pace.chunk_size() == 1  # nothing measured: one run per chunk
+    pace.measure(outcomes_taking(0.000_01, 1))
+    assert pace.chunk_size() == MAX_CHUNK
+    pace.measure(outcomes_taking(0.01, 10))
+    assert pace.chunk_size() == round(CHUNK_SECONDS / 0.01)
+    pace.measure(outcomes_taking(1.0, 1))
+    assert pace.chunk_size() == 1  # a slow run: single runs at once
+    sizes = []
+    for _ in range(8):
+        pace.measure(outcomes_taking(0.000_01, 1))
+        sizes.append(pace.chunk_size())
+    assert sizes == sorted(sizes) and sizes[0] < 4 and sizes[-1] == MAX_CHUNK  # grows back step by step
+
+
+def test_a_chunk_s_worth_of_work_is_what_its_size_holds() -> None:
+    pace = Pace()
+    pace.measure(outcomes_taking(0.002, 5))
+    size = pace.chunk_size()
+    assert size * 0.002 <= CHUNK_SECONDS < (size + 1) * 0.002
+
+
+def lock_files_open(path: Path) -> list[str]:
+    """The descriptors of this process open on the database's lock file."""
+    folder = Path("/proc/self/fd")
+    found = []
+    for entry in folder.iterdir():
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if target == str(path) + LOCK_SUFFIX:
+            found.append(target)
+    return found
+
+
+def test_writers_take_turns_on_the_lock_file_and_keep_no_descriptor_open(tmp_path: Path) -> None:
+    database = tmp_path / "turns.db"
+    with ExperimentRunner(database) as runner:
+        runner.run("b", [{"seed": seed} for seed in range(20)], odd_fails, show_progress=False, num_parallel=2)
+        assert (tmp_path / f"turns.db{LOCK_SUFFIX}").is_file()
+        assert lock_files_open(database) == []
+        with open(str(database) + LOCK_SUFFIX, "w") as held:  # another runner in the middle of a write
+            fcntl.flock(held, fcntl.LOCK_EX)
+            batch_id = runner.store.find_batch("b")
+            assert batch_id is not None
+            waited = []
+
+            def release_soon() -> None:
+                time.sleep(0.5)
+                waited.append(time.monotonic())
+                fcntl.flock(held, fcntl.LOCK_UN)
+
+            releaser = threading.Thread(target=release_soon)
+            releaser.start()
+            runner.store.requeue(batch_id, "failed")  # waits for its turn
+            done_at = time.monotonic()
+            releaser.join()
+        assert waited and done_at >= waited[0]
+        assert statuses(runner)[1] == ("pending", 1)
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_sqlite_s_locking_alone(tmp_path: Path) -> None:
+    database = tmp_path / "no-lock.db"
+    (tmp_path / f"no-lock.db{LOCK_SUFFIX}").mkdir()  # opening it for writing fails
+    with ExperimentRunner(database) as runner:
+        summary = runner.run("b", [{"seed": seed} for seed in range(6)], odd_fails, show_progress=False)
+    assert len(summary.completed) == 3 and len(summary.failed) == 3
+
+
+def test_a_runner_s_claims_are_found_through_the_claim_index(tmp_path: Path) -> None:
+    """Renewing and releasing read only the runs still held, not every run the runner finished."""
+    database = tmp_path / "index.db"
+    with ExperimentRunner(database) as runner:
+        runner.run("b", [{"seed": 1}], odd_fails, show_progress=False)
+    with sqlite3.connect(database) as connection:
+        plan = connection.execute(
+            "EXPLAIN QUERY PLAN UPDATE runs SET lease_expires_at = NULL WHERE claim_token = 'x' AND status = 'running'"
+        ).fetchall()
+    assert "ix_runs_claim_token_status (claim_token=? AND status=?)" in " ".join(str(step) for step in plan)
