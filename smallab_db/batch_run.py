@@ -145,7 +145,9 @@ class BatchRun:
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         keeper.start()
         main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
-        outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend)
+        # Stopping at the first failure runs nothing past it: runs go to workers one by one.
+        max_chunk = 1 if self.stop_at_first_failure else dispatch.MAX_CHUNK
+        outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend, max_chunk)
         unknown_claims = 0
         interrupted = False
         first_failure: Outcome | None = None

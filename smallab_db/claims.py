@@ -16,6 +16,9 @@ from smallab_db.store import RunStore
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
 CLAIM_SECONDS = 0.25
 MAX_CLAIM = 1000
+# The next chunk is claimed in the background once the runs left hold this many seconds of work: enough to cover a
+# claim's transaction, little enough that a runner holds hardly more than one chunk (runners share batches evenly).
+PREFETCH_SECONDS = 0.05
 
 
 class Claims:
@@ -58,7 +61,7 @@ class Claims:
                 run_id, specification = self._buffer.popleft()
                 self._in_flight[run_id] = specification
                 self._handed_out += 1
-                if self._prefetch is None and len(self._buffer) <= self._chunk_size():
+                if self._prefetch is None and len(self._buffer) <= self._rate() * PREFETCH_SECONDS:
                     self._prefetch = self._prefetcher.submit(self._claim_more)
             yield run_id, specification
 
@@ -124,5 +127,8 @@ class Claims:
         return claimed
 
     def _chunk_size(self) -> int:
-        rate = self._handed_out / max(time.monotonic() - self._started, 1e-6)  # the pace runs are taken at
-        return max(self._min_chunk, min(MAX_CLAIM, int(rate * CLAIM_SECONDS)))
+        return max(self._min_chunk, min(MAX_CLAIM, int(self._rate() * CLAIM_SECONDS)))
+
+    def _rate(self) -> float:
+        """Runs handed out per second so far: the pace runs are taken at."""
+        return self._handed_out / max(time.monotonic() - self._started, 1e-6)

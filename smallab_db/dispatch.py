@@ -16,7 +16,7 @@ from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
-from smallab_db.pace import Pace
+from smallab_db.pace import MAX_CHUNK, Pace
 from smallab_db.records import Outcome, utc_now
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
@@ -46,7 +46,7 @@ def check_backend(backend: Any) -> None:
 
 
 def outcomes(
-    main: Runnable, claims: Claims, num_parallel: int | None, backend: str | None
+    main: Runnable, claims: Claims, num_parallel: int | None, backend: str | None, max_chunk: int = MAX_CHUNK
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -60,6 +60,7 @@ def outcomes(
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
         backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky. Dask runs
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
+        max_chunk: the most runs a worker gets at once (see :mod:`smallab_db.pace`); 1 hands them out one by one.
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
@@ -69,7 +70,7 @@ def outcomes(
     if client is not None:
         yield from dask_dispatch.outcomes(main, iter(claims), num_parallel, client)
         return
-    pace = Pace()
+    pace = Pace(max_chunk)
     while True:
         parallel = Parallel(
             n_jobs=-1 if num_parallel is None else num_parallel,
