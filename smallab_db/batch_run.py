@@ -18,6 +18,7 @@ from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
 from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
+from smallab_db.pace import MAX_CHUNK
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
 from smallab_db.records import Outcome, Owner
@@ -146,7 +147,7 @@ class BatchRun:
         keeper.start()
         main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
         # Stopping at the first failure runs nothing past it: runs go to workers one by one.
-        max_chunk = 1 if self.stop_at_first_failure else dispatch.MAX_CHUNK
+        max_chunk = 1 if self.stop_at_first_failure else MAX_CHUNK
         outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend, max_chunk)
         unknown_claims = 0
         interrupted = False

@@ -13,8 +13,18 @@ _NUL_IN_JSON = "\ufffd"  # what NUL becomes in the queryable JSON copy of a resu
 
 
 # Encoders built once: ``json.dumps`` with options builds a new encoder on every call.
-_encode_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_stored = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+# CPython's C encoder with the canonical settings, made once: ``JSONEncoder.encode`` makes one per call. Without
+# the circular-reference check, which validated specifications do not need (they nest at most 100 levels).
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # None outside CPython
+_canonical_chunks = (
+    _make_c_encoder(
+        None, _canonical_encoder.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+    if _make_c_encoder is not None
+    else None
+)
 
 
 class JSONText(str):
@@ -30,7 +40,9 @@ def serialize_json(value: Any) -> str:
 
 def canonical_json(specification: dict[str, Any]) -> str:
     """Return the canonical JSON text of a validated specification: the text its hash is computed from."""
-    return _encode_canonical(specification)
+    if _canonical_chunks is None:
+        return _canonical_encoder.encode(specification)
+    return "".join(_canonical_chunks(specification, 0))
 
 
 def queryable_json(result: dict[str, Any]) -> str | None:

@@ -69,7 +69,7 @@ def plain_specification(specification: Any, position: int | None = None) -> dict
         SpecError: as :func:`validate_specification`; a numpy array names ``.tolist()`` as the fix.
     """
     if type(specification) is dict:
-        if _first_problem(specification, "") is None:
+        if _is_flat_and_plain(specification) or _first_problem(specification, "") is None:
             return cast(Specification, specification)
         specification = _plain(specification)
     validate_specification(specification, position)
@@ -120,6 +120,24 @@ def hashed(specifications: Iterable[dict[str, Any]], keep_key_order: bool = Fals
     for specification in specifications:
         canonical = canonical_json(specification)
         yield hash_canonical(canonical), serialize_json(specification) if keep_key_order else canonical
+
+
+def _is_flat_and_plain(specification: dict[Any, Any]) -> bool:
+    """Whether a specification is one that is valid at a glance, the common kind: ASCII keys, and values that are
+    ASCII strings, ints, finite floats, booleans or None, none holding NUL. False means look closer."""
+    for key, value in specification.items():
+        if type(key) is not str or not key.isascii() or "\x00" in key:
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or "\x00" in value:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif kind is not int and kind is not bool and value is not None:
+            return False
+    return True
 
 
 def _first_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
