@@ -2,7 +2,7 @@
 
 SQLAlchemy runs each row of an ``executemany`` through its parameter machinery, which costs more than SQLite takes
 to write the row; a :class:`BulkStatement` converts the rows with the same type processors and hands them to the
-driver in one call.
+driver in one call, as parameters by name (SQLite's ``:name``, psycopg's ``%(name)s``).
 """
 
 from __future__ import annotations
@@ -16,50 +16,56 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 Row = Mapping[str, Any]
 Converter = Callable[[Any], Any]
-Step = tuple[str, Converter | None, Any]  # a parameter's name, its type's converter, and its value when fixed
-DriverRow = tuple[Any, ...] | dict[str, Any]  # a row as the driver takes it
 
 
 class BulkStatement:
-    """An INSERT or UPDATE with named ``bindparam`` values, compiled for one dialect; :meth:`execute` runs it once per
-    row in one driver call. Values bound in the statement itself (``.values(status="running")``) are fixed."""
+    """An INSERT or UPDATE with named ``bindparam`` values, compiled once for a dialect; :meth:`execute` runs it once
+    per row in one driver call. Values bound in the statement itself (``.values(status="running")``) are fixed; every
+    row gives all the others (or they are ``shared``)."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        writing = dialect
+        if dialect.positional:  # SQLite's qmark style: write the SQL in its named style instead
+            writing = cast(Any, type(dialect))(paramstyle="named", dbapi=dialect.dbapi)
+        compiled = cast(SQLCompiler, statement.compile(dialect=writing))
         self._sql = str(compiled)
-        self._positional = compiled.positional
-        self._names: list[str] = list(compiled.positiontup or compiled.binds)
-        self._plan: list[Step] = []
-        for name in self._names:
-            bind = compiled.binds[name]
-            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._plan.append((name, convert, _converted(convert, bind.effective_value)))
+        self._converters: dict[str, Converter] = {}
+        self._fixed: dict[str, Any] = {}
+        for bind, name in compiled.bind_names.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)  # the engine's: its JSON serialiser
+            if convert is not None:
+                self._converters[name] = convert
+            if not bind.required:
+                self._fixed[name] = _converted(convert, bind.effective_value)
 
-    def driver_rows(self, rows: Sequence[Row], shared: Row | None = None) -> list[DriverRow]:
+    def driver_rows(self, rows: Sequence[Row], shared: Row | None = None) -> list[dict[str, Any]]:
         """Convert rows for :meth:`execute`; done before a transaction, it keeps the transaction short.
 
         Args:
             rows: each row's values, by bind parameter name.
             shared: values that are the same for every row, converted once.
         """
-        plan = self._plan
-        if shared:
-            plan = [
-                (name, None, _converted(convert, shared[name])) if name in shared else (name, convert, fixed)
-                for name, convert, fixed in plan
-            ]
-        return [self._driver_row(plan, row) for row in rows]
+        fixed = dict(self._fixed)
+        converters = dict(self._converters)
+        for name, value in (shared or {}).items():
+            fixed[name] = _converted(converters.pop(name, None), value)
+        steps = list(converters.items())
+        converted = []
+        for row in rows:
+            values = {**fixed, **row}
+            for name, convert in steps:
+                value = values[name]
+                if value is not None:
+                    values[name] = convert(value)
+            converted.append(values)
+        return converted
 
-    def execute(self, connection: Connection, driver_rows: list[DriverRow]) -> int:
+    def execute(self, connection: Connection, driver_rows: list[dict[str, Any]]) -> int:
         """Run the statement once per row, in the connection's transaction; return how many rows it changed."""
         if not driver_rows:
             return 0
         result = connection.exec_driver_sql(self._sql, driver_rows)
         return int(result.rowcount)
-
-    def _driver_row(self, plan: list[Step], row: Row) -> DriverRow:
-        values = [fixed if name not in row else _converted(convert, row[name]) for name, convert, fixed in plan]
-        return tuple(values) if self._positional else dict(zip(self._names, values, strict=True))
 
 
 def _converted(convert: Converter | None, value: Any) -> Any:
