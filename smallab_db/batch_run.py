@@ -28,7 +28,7 @@ from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
 
 REGISTER_CHUNK = 20_000  # specifications per registering transaction
-SCAN_FACTOR = 4  # read a batch's finished runs in one pass when they are at most this many per specification
+SCAN_FACTOR = 4  # read a batch's runs in one pass when they are at most this many per specification
 
 BatchHook = Callable[[list[Specification]], Any]
 BatchFailureHook = Callable[[list[BaseException], list[Specification]], Any]
@@ -117,16 +117,16 @@ class BatchRun:
     def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
         """Insert the specifications in chunks; return the ids of those completed already.
 
-        When the batch holds not many more finished runs than there are specifications, they are read in one pass
+        When the batch holds not many more runs than there are specifications, they are read in one pass
         first, which is faster than looking each hash up; otherwise each chunk looks its hashes up.
         """
         completed: list[int] = []
-        finished = None
-        if self.store.count_finished(batch_id) <= SCAN_FACTOR * len(specifications):
-            finished = self.store.finished_runs(batch_id)
+        known = None
+        if self.store.count(batch_id) <= SCAN_FACTOR * len(specifications):
+            known = self.store.runs_by_hash(batch_id)
         hashed = specification.hashed(specifications, self.keep_key_order)
         while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
-            completed += self.store.register(batch_id, chunk, rerun_all, finished)
+            completed += self.store.register(batch_id, chunk, rerun_all, known)
         return completed
 
     def _run_pending(self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller) -> bool:

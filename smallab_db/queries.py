@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
-from smallab_db.schema import COMPLETED, FAILED, RUNNING, batches, checkpoints, runs
+from smallab_db.schema import COMPLETED, RUNNING, batches, checkpoints, runs
 from smallab_db.transient import is_transient
 
 
@@ -43,23 +43,17 @@ class RunQueries:
                     per_status[status] = count
         return list(counts.items())
 
-    def count(self, batch_id: int, status: str) -> int:
-        """Return how many runs of the batch have ``status``."""
-        with self._reading() as connection:
-            query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status == status)
-            return connection.execute(query).scalar_one()
-
-    def count_finished(self, batch_id: int) -> int:
-        """Return how many runs of the batch are completed or failed."""
-        query = select(func.count()).where(runs.c.batch_id == batch_id, runs.c.status.in_((COMPLETED, FAILED)))
+    def count(self, batch_id: int, status: str | None = None) -> int:
+        """Return how many runs of the batch have ``status`` (None: any)."""
+        query = select(func.count()).where(runs.c.batch_id == batch_id)
+        if status is not None:
+            query = query.where(runs.c.status == status)
         with self._reading() as connection:
             return connection.execute(query).scalar_one()
 
-    def finished_runs(self, batch_id: int) -> dict[str, tuple[int, str]]:
-        """Return ``spec_hash: (run id, status)`` of the batch's completed and failed runs, read in one pass."""
-        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(
-            runs.c.batch_id == batch_id, runs.c.status.in_((COMPLETED, FAILED))
-        )
+    def runs_by_hash(self, batch_id: int) -> dict[str, tuple[int, str]]:
+        """Return ``spec_hash: (run id, status)`` of every run of the batch, read in one pass."""
+        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(runs.c.batch_id == batch_id)
         with self._reading() as connection:
             return {spec_hash: (run_id, status) for spec_hash, run_id, status in connection.execute(query)}
 

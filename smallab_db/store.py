@@ -25,7 +25,7 @@ from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
-FinishedRuns = dict[str, tuple[int, str]]  # spec_hash: (run id, status) of a batch's completed and failed runs
+KnownRuns = dict[str, tuple[int, str]]  # spec_hash: (run id, status) of a batch's runs
 
 
 class RunStore(RunQueries):
@@ -127,7 +127,7 @@ class RunStore(RunQueries):
         batch_id: int,
         hashed: Sequence[tuple[str, str]],
         rerun_all: bool,
-        finished: FinishedRuns | None = None,
+        known: KnownRuns | None = None,
     ) -> list[int]:
         """Insert missing specifications as pending and queue finished ones again as asked.
 
@@ -135,15 +135,15 @@ class RunStore(RunQueries):
             batch_id: the batch.
             hashed: ``(spec_hash, JSON text)`` pairs; duplicates are stored once.
             rerun_all: queue completed runs again too, not only failed ones.
-            finished: the batch's finished runs read beforehand (see :meth:`finished_runs`), which saves looking the
-                hashes up; None looks them up.
+            known: the batch's runs read beforehand (see :meth:`runs_by_hash`), which saves looking the hashes up,
+                and inserting again the runs another runner registered; None looks them up.
 
         Returns:
             The ids of the runs among them that are completed and stay so (none when ``rerun_all``).
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
         texts = dict(hashed)
-        known = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
+        looked_up = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
             runs.c.batch_id == batch_id, self._hash_among(list(texts))
         )
 
@@ -151,10 +151,10 @@ class RunStore(RunQueries):
             requeue_ids, completed_ids = [], []
             unknown = dict(texts)  # a copy: the transaction may be tried again
             found: Iterable[tuple[int, str, str]]
-            if finished is None:
-                found = cast(Iterable[tuple[int, str, str]], connection.execute(known))
-            else:  # pending and running runs need no looking up: inserting them again changes nothing
-                found = [(*finished[spec_hash], spec_hash) for spec_hash in texts if spec_hash in finished]
+            if known is None:
+                found = cast(Iterable[tuple[int, str, str]], connection.execute(looked_up))
+            else:  # a run registered since it was read is inserted again, which changes nothing
+                found = [(*known[spec_hash], spec_hash) for spec_hash in texts if spec_hash in known]
             for run_id, status, spec_hash in found:
                 del unknown[spec_hash]
                 if status in requeued:

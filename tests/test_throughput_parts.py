@@ -40,7 +40,7 @@ def test_both_ways_of_registering_find_the_same_runs(
     database_url: str, scan_factor: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second call skips the completed runs, runs the failed ones again and adds the new ones, whether the batch's
-    finished runs were read in one pass or each hash was looked up (a batch with many more finished runs)."""
+    runs were read in one pass or each hash was looked up (as for a batch with many more runs)."""
     monkeypatch.setattr(batch_run, "SCAN_FACTOR", scan_factor)
     with ExperimentRunner(database_url) as runner:
         first = runner.run("b", [{"seed": seed} for seed in range(10)], odd_fails, show_progress=False)
