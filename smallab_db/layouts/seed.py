@@ -8,8 +8,8 @@ import pickle
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
+from smallab_db.experiment import Specification
 from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
 from smallab_db.layouts.links import real_folder, refusal
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
@@ -21,7 +21,7 @@ _SPECIFICATION = "specification.json"
 _PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
 
 
-def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[Specification]) -> None:
     """Write the completed runs below ``batch_folder`` (failed runs have no place in this layout)."""
     batch_folder.mkdir(parents=True, exist_ok=True)
     remove_leftovers(batch_folder, [_COMPLETED])

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from smallab_db.experiment import Specification
 from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
 from smallab_db.layouts.links import real_folder, refusal
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
@@ -38,7 +39,7 @@ _RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
 _PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
 
 
-def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[Specification]) -> None:
     """Write the completed runs and the ``completed.json`` and ``failed.json`` listings below ``batch_folder``.
 
     Run folders of an earlier export whose run is no longer completed are removed; other folders are kept.
