@@ -13,6 +13,8 @@ from typing import Any
 
 from smallab_db.experiment import Specification
 from smallab_db.experiment_kinds import ExperimentBase, IterativeExperiment
+from smallab_db.layouts import smallab2
+from smallab_db.layouts.batch_files import SPECIFICATION
 from smallab_db.specification import lists_for_tuples, specification_hash
 
 experiment_folder = "experiment_runs"
@@ -25,7 +27,7 @@ def get_save_directory(name: str) -> str:
 
 def get_experiment_save_directory(name: str) -> str:
     """The folder of the batch's run folders: ``experiment_runs/<name>/experiments``."""
-    return os.path.join(get_save_directory(name), "experiments")
+    return os.path.join(get_save_directory(name), smallab2.EXPERIMENTS)
 
 
 def get_save_file_directory(name: str, specification: Specification, experiment: Any = None) -> str:
@@ -36,17 +38,17 @@ def get_save_file_directory(name: str, specification: Specification, experiment:
 
 def get_json_file_location(name: str, specification: Specification, experiment: Any = None) -> str:
     """The run's ``run.json``, where its result is JSON."""
-    return os.path.join(get_save_file_directory(name, specification, experiment), "run.json")
+    return os.path.join(get_save_file_directory(name, specification, experiment), smallab2.RUN_JSON)
 
 
 def get_pkl_file_location(name: str, specification: Specification, experiment: Any = None) -> str:
     """The run's ``run.pkl``, where its result is not JSON (or ``force_pickle`` was given)."""
-    return os.path.join(get_save_file_directory(name, specification, experiment), "run.pkl")
+    return os.path.join(get_save_file_directory(name, specification, experiment), smallab2.RUN_PICKLE)
 
 
 def get_specification_file_location(name: str, specification: Specification, experiment: Any = None) -> str:
     """The ``specification.json`` beside a ``run.pkl``."""
-    return os.path.join(get_save_file_directory(name, specification, experiment), "specification.json")
+    return os.path.join(get_save_file_directory(name, specification, experiment), SPECIFICATION)
 
 
 def resolve_current_experiment_name(experiment: ExperimentBase, specification: Specification) -> str:
