@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from smallab_db.errors import UsageError
-from smallab_db.store import RunStore
+from smallab_db.queries import RunQueries
 
 MAX_NAME_LENGTH = 255
 HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
@@ -59,7 +59,7 @@ def _check_text(name: Any) -> None:
         ) from None
 
 
-def batch_id_or_error(store: RunStore, name: str) -> int:
+def batch_id_or_error(queries: RunQueries, name: str) -> int:
     """Return the id of batch ``name``.
 
     Raises:
@@ -67,27 +67,27 @@ def batch_id_or_error(store: RunStore, name: str) -> int:
             batches there are.
     """
     _check_text(name)
-    batch_id = store.find_batch(name)
+    batch_id = queries.find_batch(name)
     if batch_id is None:
-        names = [batch for batch, _ in store.batch_counts()]
+        names = [batch for batch, _ in queries.batch_counts()]
         raise UsageError(f"no batch named {name!r} in this database; its batches are: {names or 'none'}")
     return batch_id
 
 
-def run_by_hash_prefix(store: RunStore, hash_prefix: str, batch: str | None) -> Row[Any]:
+def run_by_hash_prefix(queries: RunQueries, hash_prefix: str, batch: str | None) -> Row[Any]:
     """Return the one run whose hash starts with ``hash_prefix`` (in batch ``batch``, if given): all its columns,
     plus ``batch``, its batch's name.
 
     Raises:
         UsageError: the prefix is not hexadecimal, or matches no run or several; there is no batch ``batch``.
     """
-    batch_id = batch_id_or_error(store, batch) if batch is not None else None
+    batch_id = batch_id_or_error(queries, batch) if batch is not None else None
     if not HASH_PREFIX.fullmatch(hash_prefix):
         raise UsageError(
             f"the hash prefix {hash_prefix!r:.80} is not the start of a hash: give 1 to 64 hexadecimal digits "
             "(0-9, a-f), as `smallab-db runs` prints them"
         )
-    matches = store.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
+    matches = queries.runs_with_hash_prefix(hash_prefix, batch_id, limit=6)
     if not matches:
         where = f" in batch {batch!r}" if batch else ""
         raise UsageError(f"no run{where} has a hash starting with {hash_prefix!r}: list them with `smallab-db runs`")

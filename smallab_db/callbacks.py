@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from smallab_db.experiment import Specification
 from smallab_db.utilities.hooks import format_exception
 
 
@@ -20,24 +21,24 @@ class CallbackManager:
         """Called with the batch name when ``run`` starts."""
         self.name = name
 
-    def on_specification_complete(self, specification: dict[str, Any], result: Any) -> None:
+    def on_specification_complete(self, specification: Specification, result: Any) -> None:
         """Called after each completed run."""
 
-    def on_specification_failure(self, exception: BaseException, specification: dict[str, Any]) -> None:
+    def on_specification_failure(self, exception: BaseException, specification: Specification) -> None:
         """Called after each failed run."""
 
-    def on_batch_complete(self, specifications: list[dict[str, Any]]) -> None:
+    def on_batch_complete(self, specifications: list[Specification]) -> None:
         """Called when ``run`` ends, with the specifications it completed (not called when there are none)."""
 
-    def on_batch_failure(self, errors: list[BaseException], specifications: list[dict[str, Any]]) -> None:
+    def on_batch_failure(self, errors: list[BaseException], specifications: list[Specification]) -> None:
         """Called when ``run`` ends with failures, with their exceptions and specifications."""
 
 
 class PrintCallback(CallbackManager):
     """Prints each completed and failed run."""
 
-    def on_specification_complete(self, specification: dict[str, Any], result: Any) -> None:
+    def on_specification_complete(self, specification: Specification, result: Any) -> None:
         print(f"completed: {specification}\n{result}")
 
-    def on_specification_failure(self, exception: BaseException, specification: dict[str, Any]) -> None:
+    def on_specification_failure(self, exception: BaseException, specification: Specification) -> None:
         print(f"failed: {specification}\n{format_exception(exception)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 
 from smallab_db import cli_output, export, importing, migration
 from smallab_db.batches import batch_id_or_error, run_by_hash_prefix
@@ -18,6 +18,7 @@ from smallab_db.cli_errors import CleanErrorGroup
 from smallab_db.database import check_sqlite_file, describe, resolve_url
 from smallab_db.errors import DatabaseError, QueryError, UsageError
 from smallab_db.layouts import LAYOUTS
+from smallab_db.queries import RunQueries
 from smallab_db.schema import COMPLETED, FAILED, STATUSES
 from smallab_db.sql_query import read_only_query
 from smallab_db.store import RunStore
@@ -100,8 +101,8 @@ def status(url: str | None, as_json: bool) -> None:
 
     Example: smallab-db status results.db
     """
-    with opened(url, "read") as store:
-        rows = store.batch_counts()
+    with reading_database(url) as queries:
+        rows = queries.batch_counts()
     if as_json:
         records = ({"batch": name, **{s: counts.get(s, 0) for s in STATUSES}} for name, counts in rows)
         click.echo("".join(cli_output.json_array(records)), nl=False)
@@ -182,16 +183,16 @@ def runs(url: str | None, batch: str, status_filter: str | None, full: bool, as_
 
     Example: smallab-db runs results.db --batch doubling --status failed
     """
-    with opened(url, "read") as store:
-        batch_id = batch_id_or_error(store, batch)
+    with reading_database(url) as queries:
+        batch_id = batch_id_or_error(queries, batch)
         if as_json:
-            records = (cli_output.run_record(row, False) for row in store.iter_run_summaries(batch_id, status_filter))
+            records = (cli_output.run_record(row, False) for row in queries.iter_run_summaries(batch_id, status_filter))
             for chunk in cli_output.batched(cli_output.json_array(records), OUTPUT_LINES):
                 click.echo(chunk, nl=False)
             return
         varying = cli_output.VaryingKeys()
         shown = []
-        for row in store.iter_run_summaries(batch_id):  # every run, so that keys vary over the whole batch
+        for row in queries.iter_run_summaries(batch_id):  # every run, so that keys vary over the whole batch
             varying.add(row.specification)
             if status_filter in (None, row.status):
                 shown.append(row)
@@ -221,8 +222,8 @@ def show(arguments: tuple[str, ...], batch: str | None, as_json: bool) -> None:
     Example: smallab-db show results.db 3f2a9c
     """
     url, hash_prefix = url_and_last(arguments, "show", "one hash prefix", "give the URL first, then the prefix")
-    with opened(url, "read") as store:
-        row = run_by_hash_prefix(store, hash_prefix, batch)
+    with reading_database(url) as queries:
+        row = run_by_hash_prefix(queries, hash_prefix, batch)
     if as_json:
         click.echo(json.dumps(cli_output.run_record(row, True), indent=1, ensure_ascii=False))
     else:
@@ -241,8 +242,8 @@ def export_command(url: str | None, batch: str, folder: Path, layout: str) -> No
 
     Example: smallab-db export results.db --batch doubling --to experiment_runs --layout smallab2
     """
-    with opened(url, "read") as store:
-        written = export.export_batch(store, batch, folder, layout)
+    with reading_database(url) as queries:
+        written = export.export_batch(queries, batch, folder, layout)
     click.echo(f"exported batch {batch!r} to {cli_output.printable(str(written))} ({layout} layout)")
 
 
@@ -258,7 +259,7 @@ def import_command(folder: Path, batch: str, url: str | None) -> None:
 
     Example: smallab-db import experiment_runs/doubling --batch doubling results.db
     """
-    with opened(url, "create") as store:
+    with writing_database(url, create=True) as store:
         report = importing.import_tree(store, folder, batch)
     for unreadable in report.unreadable:
         click.echo(f"skipped {cli_output.printable(str(unreadable.path))}: {unreadable.reason}", err=True)
@@ -285,7 +286,7 @@ def retry(url: str | None, batch: str, run_prefix: str | None, status: str) -> N
 
     Example: smallab-db retry results.db --batch doubling --run 3f2a9c
     """
-    with opened(url, "write") as store:
+    with writing_database(url) as store:
         batch_id = batch_id_or_error(store, batch)
         run = None if run_prefix is None else run_by_hash_prefix(store, run_prefix, batch)
         if run is not None and run.status != status:
@@ -308,7 +309,7 @@ def rm(url: str | None, batch: str, run_prefix: str | None, status: str | None, 
 
     Example: smallab-db rm results.db --batch doubling --status failed --yes
     """
-    with opened(url, "write") as store:
+    with writing_database(url) as store:
         batch_id = batch_id_or_error(store, batch)
         if run_prefix is None and status is None:
             total = sum(dict(store.batch_counts())[batch].values())
@@ -331,29 +332,55 @@ def rm(url: str | None, batch: str, run_prefix: str | None, status: str | None, 
 
 
 @contextmanager
-def opened(url: str | None, mode: str) -> Iterator[RunStore]:
-    """Open the database for a command and close it afterwards.
+def reading_database(url: str | None) -> Iterator[RunQueries]:
+    """Open the database read-only for a command, and close it afterwards: nothing is created, changed or migrated,
+    and the schema must be the one this smallab-db uses.
+
+    Raises:
+        DatabaseError: a SQLite file that does not exist, or a database that cannot be read.
+        SchemaError: the schema is not this smallab-db's.
+    """
+    engine = _open_engine(url, writable=False, create=False)
+    try:
+        yield RunQueries(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def writing_database(url: str | None, create: bool = False) -> Iterator[RunStore]:
+    """Open the database to write for a command, and close it afterwards; an older SQLite schema is upgraded, as the
+    runner does.
 
     Args:
         url: the URL argument.
-        mode: ``"read"`` changes nothing and needs the current schema; ``"write"`` needs an existing database and
-            upgrades an older SQLite schema, as the runner does; ``"create"`` also creates a new one.
+        create: create the database when it does not exist yet.
 
     Raises:
-        DatabaseError: a SQLite file that does not exist, unless ``mode`` is ``"create"``.
+        DatabaseError: a SQLite file that does not exist, unless ``create``.
+        SchemaError: the schema is newer than this smallab-db, or an older non-SQLite one needs ``migrate``.
     """
-    resolved = database_url(url)
-    check_sqlite_file(resolved, writable=False)  # a path too long, say: the same error as the Python API's
-    if mode != "create" and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
-        raise DatabaseError(
-            f"no database at {describe(resolved)!r}: check the path, or create one with "
-            f"`smallab-db migrate {describe(resolved)}`"
-        )
-    engine = migration.open_engine(resolved, writable=mode != "read")
+    engine = _open_engine(url, writable=True, create=create)
     try:
         yield RunStore(engine)
     finally:
         engine.dispose()
+
+
+def _open_engine(url: str | None, writable: bool, create: bool) -> Engine:
+    """Resolve the ``[URL]`` argument and open its engine (see :func:`migration.open_engine`).
+
+    Raises:
+        DatabaseError: a SQLite file that does not exist, unless ``create``.
+    """
+    resolved = database_url(url)
+    check_sqlite_file(resolved, writable=False)  # a path too long, say: the same error as the Python API's
+    if not create and resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").exists():
+        raise DatabaseError(
+            f"no database at {describe(resolved)!r}: check the path, or create one with "
+            f"`smallab-db migrate {describe(resolved)}`"
+        )
+    return migration.open_engine(resolved, writable=writable)
 
 
 def database_url(url: str | None) -> URL:

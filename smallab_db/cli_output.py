@@ -11,6 +11,7 @@ from decimal import Decimal
 from itertools import chain, islice
 from typing import Any
 
+from smallab_db.experiment import Specification
 from smallab_db.results import duration_seconds
 
 
@@ -90,11 +91,11 @@ class VaryingKeys:
     what tells runs apart, as smallab 2.x named them."""
 
     def __init__(self) -> None:
-        self._first: dict[str, Any] | None = None
+        self._first: Specification | None = None
         self._first_texts: dict[str, str] = {}
         self.keys: set[str] = set()
 
-    def add(self, specification: dict[str, Any]) -> None:
+    def add(self, specification: Specification) -> None:
         """Take one more specification into account."""
         texts = {key: json.dumps(value, sort_keys=True) for key, value in specification.items() if key not in self.keys}
         if self._first is None:
@@ -103,7 +104,7 @@ class VaryingKeys:
         self.keys |= self._first.keys() ^ specification.keys()
         self.keys |= {key for key, text in texts.items() if self._first_texts.get(key, text) != text}
 
-    def text(self, specification: dict[str, Any]) -> str:
+    def text(self, specification: Specification) -> str:
         """The specification as ``key=value`` of its varying keys, or all of it when no key varies."""
         shown = self.keys & specification.keys() if self.keys else specification.keys()
         return self._pairs(specification, sorted(shown))
@@ -115,7 +116,7 @@ class VaryingKeys:
         return self._pairs(self._first, sorted(self._first.keys() - self.keys))
 
     @staticmethod
-    def _pairs(specification: dict[str, Any], keys: Iterable[str]) -> str:
+    def _pairs(specification: Specification, keys: Iterable[str]) -> str:
         return " ".join(f"{key}={cell_text(specification[key])}" for key in keys)
 
 

@@ -18,7 +18,7 @@ from smallab_db.batches import check_batch_name
 from smallab_db.cli import PathParameter, batch_option, database_argument, database_url, main
 from smallab_db.database import describe
 from smallab_db.errors import ExperimentError, SpecError, UsageError
-from smallab_db.experiment import ExperimentMain, experiment_main
+from smallab_db.experiment import ExperimentMain, Specification, experiment_main
 from smallab_db.generators import SpecificationGenerator
 from smallab_db.runner.runner import DEFAULT_LEASE_SECONDS, ExperimentRunner
 from smallab_db.schema import RUNNING
@@ -148,7 +148,7 @@ def load_experiment(reference: str) -> ExperimentMain:
     return experiment_main(found)
 
 
-def _specifications(specs_file: Path | None, grid_file: Path | None) -> list[dict[str, Any]]:
+def _specifications(specs_file: Path | None, grid_file: Path | None) -> list[Specification]:
     """Read the specifications from ``--specs`` (a list) or expand the generator of ``--grid``, and validate them
     before anything is opened or written.
 

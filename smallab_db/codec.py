@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from smallab_db.experiment import Result, Specification
+
 # PostgreSQL text cannot hold NUL, and its json operators (->>) fail on a "\u0000" escape; SQLite takes both.
 _NUL = "\x00"
 _NUL_IN_TEXT = "\\x00"  # how NUL shows in stored error text
@@ -38,14 +40,14 @@ def serialize_json(value: Any) -> str:
     return _encode_stored(value)
 
 
-def canonical_json(specification: dict[str, Any]) -> str:
+def canonical_json(specification: Specification) -> str:
     """Return the canonical JSON text of a validated specification: the text its hash is computed from."""
     if _canonical_chunks is None:
         return _canonical_encoder.encode(specification)
     return "".join(_canonical_chunks(specification, 0))
 
 
-def queryable_json(result: dict[str, Any]) -> str | None:
+def queryable_json(result: Result) -> str | None:
     """Return the result as JSON text that SQLite and PostgreSQL can both store and query, or None when it is not
     JSON (what ``result_json`` stores).
 

@@ -8,15 +8,16 @@ from typing import Any, cast
 
 from smallab_db.errors import ExperimentError
 
-Specification = dict[str, Any]
-ExperimentMain = Callable[[Specification], dict[str, Any]]
+Specification = dict[str, Any]  # one run's settings: what ``main`` is called with
+Result = dict[str, Any]  # what ``main`` returns for one run
+ExperimentMain = Callable[[Specification], Result]
 
 
 class Experiment(abc.ABC):
     """An experiment: subclass it and implement :meth:`main`."""
 
     @abc.abstractmethod
-    def main(self, specification: Specification) -> dict[str, Any]:
+    def main(self, specification: Specification) -> Result:
         """Run one specification and return its result, a picklable dict."""
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from smallab_db.experiment import Specification
+from smallab_db.experiment import Result, Specification
 from smallab_db.specification import specification_hash
 
 ExpProgressTuple = tuple[float, float]
@@ -90,7 +90,7 @@ class Experiment(ExperimentBase):
     """A smallab 2.x experiment: implement :meth:`main`, which runs one specification and returns a result dict."""
 
     @abc.abstractmethod
-    def main(self, specification: Specification) -> dict[str, Any]:
+    def main(self, specification: Specification) -> Result:
         """Run one specification and return its result, a picklable dict; raising fails the run."""
 
 
@@ -139,7 +139,7 @@ class CheckpointedExperiment(ExperimentBase, HasCheckpoint, IterativeExperiment)
         """Set up the run's state on ``self``."""
 
     @abc.abstractmethod
-    def step(self) -> ExpProgressTuple | dict[str, Any] | None:
+    def step(self) -> ExpProgressTuple | Result | None:
         """Do some work; return None or ``(progress, total)`` to go on, or the result dict when done."""
 
 
@@ -159,7 +159,7 @@ class OverlappingOutputCheckpointedExperimentReturnValue:
         self,
         should_continue: bool,
         specification: Specification,
-        return_value: dict[str, Any],
+        return_value: Result,
         progress: float,
         max_iterations: float,
         should_serialize: bool = True,

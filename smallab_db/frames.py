@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from smallab_db.batches import batch_id_or_error
 from smallab_db.errors import MissingDependencyError
+from smallab_db.queries import RunQueries
 from smallab_db.results import Unpickler, duration_seconds
-from smallab_db.store import RunStore
 
 if TYPE_CHECKING:
     import pandas
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 RUN_COLUMNS = ["status", "duration_s", "attempts", "spec_hash", "error_type"]
 
 
-def load_dataframe(store: RunStore, name: str) -> pandas.DataFrame:
+def load_dataframe(queries: RunQueries, name: str) -> pandas.DataFrame:
     """Return one row per run of batch ``name``, indexed by run id.
 
     Columns: ``spec.<key>`` and ``result.<key>`` (nested dict keys joined with dots), then ``status``,
@@ -32,11 +32,11 @@ def load_dataframe(store: RunStore, name: str) -> pandas.DataFrame:
         raise MissingDependencyError(
             "runner.dataframe() needs pandas, which is not installed: pip install 'smallab-db[pandas]'"
         ) from error
-    batch_id = batch_id_or_error(store, name)
+    batch_id = batch_id_or_error(queries, name)
     unpickler = Unpickler(name)
     index: list[int] = []
     records: list[dict[str, Any]] = []
-    for row in store.iter_run_summaries(batch_id):
+    for row in queries.iter_run_summaries(batch_id):
         record: dict[str, Any] = {}
         _flatten("spec", row.specification, record)
         result = row.result_json

@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from smallab_db.experiment import Specification
-from smallab_db.store import RunStore
+from smallab_db.queries import RunQueries
 
 POLL_SECONDS = 1.0
 PLAIN_LINE_SECONDS = 10.0
@@ -32,7 +32,7 @@ class ProgressDisplay:
     """Shows the batch's running runs' progress until :meth:`close`.
 
     Args:
-        store: where to read progress.
+        queries: where to read progress.
         batch_id: the batch.
         name: the batch's name.
         bar: the batch's progress bar.
@@ -42,14 +42,14 @@ class ProgressDisplay:
 
     def __init__(
         self,
-        store: RunStore,
+        queries: RunQueries,
         batch_id: int,
         name: str,
         bar: tqdm[Any],
         dashboard: bool,
         run_name: Callable[[Specification], str],
     ) -> None:
-        self._store = store
+        self._queries = queries
         self._batch_id = batch_id
         self._bar = bar
         self._description = name
@@ -79,7 +79,7 @@ class ProgressDisplay:
         try:
             terminal = sys.stderr.isatty()
             while not self._stopped.wait(POLL_SECONDS):
-                running = self._store.running_progress(self._batch_id)
+                running = self._queries.running_progress(self._batch_id)
                 if not self._dashboard:
                     self._describe_steps(running)
                 elif terminal:

@@ -8,10 +8,9 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from smallab_db import liveness
-from smallab_db.experiment import Specification
+from smallab_db.experiment import Result, Specification
 
 
 def utc_now() -> datetime:
@@ -53,7 +52,7 @@ class Outcome:
     error_message: str | None = None
     traceback: str | None = None
     exception: BaseException | None = None
-    result: dict[str, Any] | None = None
+    result: Result | None = None
     executions: int = 1  # more than 1 when a worker died and the run was executed again alone
     specification: Specification | None = None
     output: str | None = None  # the tail of what the run logged (see smallab_db.run_output)

@@ -10,12 +10,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from smallab_db.experiment import Specification
+from smallab_db.experiment import Result, Specification
 from smallab_db.hooks.calling import HookCaller
 from smallab_db.records import Fate, Verdict
 from smallab_db.summary import Tally
 
-SpecificationHook = Callable[[Specification, dict[str, Any]], Any]
+SpecificationHook = Callable[[Specification, Result], Any]
 FailureHook = Callable[[BaseException, Specification], Any]
 _STOP = object()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from smallab_db.batches import batch_id_or_error
 from smallab_db.errors import UnreadableResultWarning, UsageError
+from smallab_db.queries import RunQueries
 from smallab_db.schema import STATUSES
-from smallab_db.store import RunStore
 
 
 class Unpickler:
@@ -39,7 +39,7 @@ class Unpickler:
             )
 
 
-def load_results(store: RunStore, name: str, status: str | None) -> list[dict[str, Any]]:
+def load_results(queries: RunQueries, name: str, status: str | None) -> list[dict[str, Any]]:
     """Return ``[{"specification": ..., "result": ...}]`` of batch ``name``'s runs with ``status`` (None: all).
 
     A result that does not unpickle is left out and named in an :class:`UnreadableResultWarning`.
@@ -51,7 +51,7 @@ def load_results(store: RunStore, name: str, status: str | None) -> list[dict[st
         raise UsageError(f"status must be one of {STATUSES} or None, but got {status!r}")
     unpickler = Unpickler(name)
     loaded: list[dict[str, Any]] = []
-    for row in store.iter_runs(batch_id_or_error(store, name), status):
+    for row in queries.iter_runs(batch_id_or_error(queries, name), status):
         result = None
         if row.result is not None:
             readable, result = unpickler.load(row.result, row.id, row.spec_hash)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from smallab_db import export
 from smallab_db.layouts import smallab2
+from smallab_db.queries import RunQueries
 from smallab_db.run_output import LOG_FORMAT, prepare_run_loggers
-from smallab_db.store import RunStore
 
 logger = logging.getLogger("smallab_db")
 
@@ -76,7 +76,7 @@ class RunFolder:
 
 
 @contextmanager
-def smallab2_files(store: RunStore, folder: RunFolder, force_pickle: bool) -> Iterator[None]:
+def smallab2_files(queries: RunQueries, folder: RunFolder, force_pickle: bool) -> Iterator[None]:
     """Write ``main.log`` while the block runs, then export the batch below ``folder.root`` in the smallab2 layout
     (every result pickled when ``force_pickle``).
 
@@ -99,7 +99,7 @@ def smallab2_files(store: RunStore, folder: RunFolder, force_pickle: bool) -> It
         loggers.removeHandler(main_log)
         main_log.close()
         try:
-            export.export_batch(store, folder.batch, Path(folder.root), smallab2.NAME, pickle_results=force_pickle)
+            export.export_batch(queries, folder.batch, Path(folder.root), smallab2.NAME, pickle_results=force_pickle)
         except Exception as error:
             if succeeded:
                 raise

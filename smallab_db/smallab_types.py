@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from smallab_db.experiment import Specification
 from smallab_db.experiment_kinds import ExpProgressTuple
-
-Specification = dict[str, Any]
 
 __all__ = ["Specification", "ExpProgressTuple"]

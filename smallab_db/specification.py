@@ -28,7 +28,7 @@ def hash_canonical(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def specification_hash(specification: dict[str, Any]) -> str:
+def specification_hash(specification: Specification) -> str:
     """Return the stable hash of a specification, validating it first; a numpy scalar in it hashes as the equal
     plain value (see :func:`plain_specification`).
 
@@ -60,7 +60,7 @@ def validate_specification(specification: Any, position: int | None = None) -> N
         raise SpecError(f"{where} is not valid JSON at key path {path or '<root>'}: {message}")
 
 
-def plain_specification(specification: Any, position: int | None = None) -> dict[str, Any]:
+def plain_specification(specification: Any, position: int | None = None) -> Specification:
     """Return ``specification`` validated, with every numpy scalar (any value of shape ``()`` with a ``tolist()``
     method: ``np.int64(3)``, ``np.float32(0.5)``, ``np.bool_(True)``) replaced by the equal plain value, which is
     what is hashed, stored and handed to ``main``. A specification without one is returned as it is.
@@ -76,7 +76,7 @@ def plain_specification(specification: Any, position: int | None = None) -> dict
     return cast(Specification, specification)
 
 
-def validate_all(specifications: Any) -> list[dict[str, Any]]:
+def validate_all(specifications: Any) -> list[Specification]:
     """Validate every specification of a list and return them as a list, numpy scalars made plain (see
     :func:`plain_specification`).
 
@@ -114,7 +114,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def hashed(specifications: Iterable[dict[str, Any]], keep_key_order: bool = False) -> Iterator[tuple[str, str]]:
+def hashed(specifications: Iterable[Specification], keep_key_order: bool = False) -> Iterator[tuple[str, str]]:
     """Yield ``(hash, JSON text)`` of each validated specification, in order: the canonical JSON, or with
     ``keep_key_order`` the JSON with the keys in the order given (smallab 2.x names runs from it)."""
     for specification in specifications:

@@ -7,7 +7,8 @@ import smtplib
 import traceback
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+
+from smallab_db.experiment import Result, Specification
 
 DEFAULT_SMTP_HOST = "localhost"
 DEFAULT_SMTP_PORT = 25
@@ -15,10 +16,10 @@ DEFAULT_SMTP_PORT = 25
 
 def email_on_specification_complete(
     address: str, smtp_host: str = DEFAULT_SMTP_HOST, smtp_port: int = DEFAULT_SMTP_PORT
-) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+) -> Callable[[Specification, Result], None]:
     """Return an ``on_specification_complete`` hook that emails ``address`` each completed specification."""
 
-    def hook(specification: dict[str, Any], _result: dict[str, Any]) -> None:
+    def hook(specification: Specification, _result: Result) -> None:
         _send(address, smtp_host, smtp_port, "smallab-db: specification completed", _describe(specification))
 
     return hook
@@ -26,10 +27,10 @@ def email_on_specification_complete(
 
 def email_on_specification_failure(
     address: str, smtp_host: str = DEFAULT_SMTP_HOST, smtp_port: int = DEFAULT_SMTP_PORT
-) -> Callable[[BaseException, dict[str, Any]], None]:
+) -> Callable[[BaseException, Specification], None]:
     """Return an ``on_specification_failure`` hook that emails ``address`` each failure with its exception."""
 
-    def hook(exception: BaseException, specification: dict[str, Any]) -> None:
+    def hook(exception: BaseException, specification: Specification) -> None:
         body = f"{_describe(specification)}\n\n{_format_exception(exception)}"
         _send(address, smtp_host, smtp_port, "smallab-db: specification failed", body)
 
@@ -38,10 +39,10 @@ def email_on_specification_failure(
 
 def email_on_batch_complete(
     address: str, smtp_host: str = DEFAULT_SMTP_HOST, smtp_port: int = DEFAULT_SMTP_PORT
-) -> Callable[[list[dict[str, Any]]], None]:
+) -> Callable[[list[Specification]], None]:
     """Return an ``on_batch_complete`` hook that emails ``address`` the completed specifications."""
 
-    def hook(specifications: list[dict[str, Any]]) -> None:
+    def hook(specifications: list[Specification]) -> None:
         body = f"{len(specifications)} specification(s) completed.\n\n" + "\n\n".join(map(_describe, specifications))
         _send(address, smtp_host, smtp_port, "smallab-db: batch completed", body)
 
@@ -50,10 +51,10 @@ def email_on_batch_complete(
 
 def email_on_batch_failure(
     address: str, smtp_host: str = DEFAULT_SMTP_HOST, smtp_port: int = DEFAULT_SMTP_PORT
-) -> Callable[[list[BaseException], list[dict[str, Any]]], None]:
+) -> Callable[[list[BaseException], list[Specification]], None]:
     """Return an ``on_batch_failure`` hook that emails ``address`` each failed specification with its exception."""
 
-    def hook(exceptions: list[BaseException], specifications: list[dict[str, Any]]) -> None:
+    def hook(exceptions: list[BaseException], specifications: list[Specification]) -> None:
         parts = [
             f"{_describe(spec)}\n{_format_exception(error)}"
             for error, spec in zip(exceptions, specifications, strict=True)
@@ -68,7 +69,7 @@ def email_on_batch_failure(
 email_on_batch_sucesss = email_on_batch_complete
 
 
-def _describe(specification: dict[str, Any]) -> str:
+def _describe(specification: Specification) -> str:
     return "Specification: " + json.dumps(specification, sort_keys=True, indent=1)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from smallab_db.errors import UsageError
+from smallab_db.experiment import Specification
 from smallab_db.layouts import seed, smallab2
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable
 
@@ -17,7 +18,7 @@ class Layout(Protocol):
     NAME: str
 
     def export_batch(
-        self, batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]
+        self, batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[Specification]
     ) -> None: ...
 
     def looks_like(self, batch_folder: Path) -> bool: ...

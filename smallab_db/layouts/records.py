@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smallab_db.experiment import Result, Specification
+
 RECORD_KEYS = ("specification", "result")
 
 
@@ -14,8 +16,8 @@ class StoredRun:
     """A completed run read from the database, to be exported."""
 
     spec_hash: str
-    specification: dict[str, Any]
-    result: dict[str, Any]
+    specification: Specification
+    result: Result
     result_is_json: bool  # the result survives a JSON round trip (``result_json`` is not NULL)
 
 
@@ -23,8 +25,8 @@ class StoredRun:
 class FoundRun:
     """A completed run found in a folder tree, to be imported."""
 
-    specification: dict[str, Any]
-    result: dict[str, Any]
+    specification: Specification
+    result: Result
     path: Path  # the file it was read from, for messages
 
 

@@ -5,40 +5,32 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
+from smallab_db.experiment import Specification
+from smallab_db.layouts.batch_files import PICKLE_PROTOCOL, SPECIFICATION, is_run_folder, write_completed
+from smallab_db.layouts.files import remove_leftovers, remove_stale_folders, write_file
 from smallab_db.layouts.links import real_folder, refusal
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
 
 NAME = "seed"
-_RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
-_COMPLETED = "completed.json"
-_SPECIFICATION = "specification.json"
-_PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
 
 
-def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[Specification]) -> None:
     """Write the completed runs below ``batch_folder`` (failed runs have no place in this layout)."""
     batch_folder.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(batch_folder, [_COMPLETED])
-    exported: set[str] = set()
-    with atomic_file(batch_folder / _COMPLETED) as listing:
-        listing.write(b"[")
-        for run in completed:
-            listing.write((b", " if exported else b"") + json.dumps(run.specification, sort_keys=True).encode())
-            exported.add(run.spec_hash)
-            run_folder = batch_folder / run.spec_hash
-            run_folder.mkdir(exist_ok=True)
-            remove_leftovers(run_folder, [_SPECIFICATION, f"{run.spec_hash}.pkl"])
-            write_file(run_folder / _SPECIFICATION, json.dumps(run.specification, sort_keys=True, indent=1).encode())
-            record = {"specification": run.specification, "result": run.result}
-            write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
-        listing.write(b"]")
-    remove_stale_folders(batch_folder, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
+    exported = write_completed(batch_folder, completed, lambda run: _write_run(batch_folder / run.spec_hash, run))
+    remove_stale_folders(batch_folder, exported, is_run_folder)
+
+
+def _write_run(run_folder: Path, run: StoredRun) -> None:
+    """Write one run as ``specification.json`` and ``<spec_hash>.pkl``."""
+    run_folder.mkdir(exist_ok=True)
+    remove_leftovers(run_folder, [SPECIFICATION, f"{run.spec_hash}.pkl"])
+    write_file(run_folder / SPECIFICATION, json.dumps(run.specification, sort_keys=True, indent=1).encode())
+    record = {"specification": run.specification, "result": run.result}
+    write_file(run_folder / f"{run.spec_hash}.pkl", pickle.dumps(record, protocol=PICKLE_PROTOCOL))
 
 
 def looks_like(batch_folder: Path) -> bool:
@@ -72,7 +64,7 @@ def _run_files(batch_folder: Path) -> Iterator[Path | Unreadable]:
         return
     for folder in children:
         try:
-            if not folder.is_dir() or not (folder / _SPECIFICATION).is_file():
+            if not folder.is_dir() or not (folder / SPECIFICATION).is_file():
                 continue
             if refused := refusal(folder, root):
                 yield refused

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smallab_db.layouts.files import atomic_file, remove_leftovers, remove_stale_folders, write_file
+from smallab_db.experiment import Specification
+from smallab_db.layouts.batch_files import PICKLE_PROTOCOL, SPECIFICATION, is_run_folder, json_bytes, write_completed
+from smallab_db.layouts.files import remove_leftovers, remove_stale_folders, write_file
 from smallab_db.layouts.links import real_folder, refusal
 from smallab_db.layouts.records import FoundRun, StoredRun, Unreadable, found_run
 
@@ -28,39 +29,28 @@ except ImportError:
     from pickle import loads as _unpickle
 
 NAME = "smallab2"
-_EXPERIMENTS = "experiments"
-_COMPLETED = "completed.json"
+EXPERIMENTS = "experiments"
 _FAILED = "failed.json"
-_RUN_JSON = "run.json"
-_RUN_PICKLE = "run.pkl"
-_SPECIFICATION = "specification.json"
-_RUN_FOLDER = re.compile(r"[0-9a-f]{64}")
-_PICKLE_PROTOCOL = 4  # fixed, so that a newer Python does not rewrite every file
+RUN_JSON = "run.json"
+RUN_PICKLE = "run.pkl"
 
 
-def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[dict[str, Any]]) -> None:
+def export_batch(batch_folder: Path, completed: Iterable[StoredRun], failed: Iterable[Specification]) -> None:
     """Write the completed runs and the ``completed.json`` and ``failed.json`` listings below ``batch_folder``.
 
     Run folders of an earlier export whose run is no longer completed are removed; other folders are kept.
     """
-    experiments = batch_folder / _EXPERIMENTS
+    experiments = batch_folder / EXPERIMENTS
     experiments.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(batch_folder, [_COMPLETED, _FAILED])
-    exported: set[str] = set()
-    with atomic_file(batch_folder / _COMPLETED) as listing:
-        listing.write(b"[")
-        for run in completed:
-            listing.write((b", " if exported else b"") + _json(run.specification))
-            exported.add(run.spec_hash)
-            _write_run(experiments / run.spec_hash, run)
-        listing.write(b"]")
-    write_file(batch_folder / _FAILED, _json(list(failed)))
-    remove_stale_folders(experiments, exported, lambda name: _RUN_FOLDER.fullmatch(name) is not None)
+    remove_leftovers(batch_folder, [_FAILED])
+    exported = write_completed(batch_folder, completed, lambda run: _write_run(experiments / run.spec_hash, run))
+    write_file(batch_folder / _FAILED, json_bytes(list(failed)))
+    remove_stale_folders(experiments, exported, is_run_folder)
 
 
 def looks_like(batch_folder: Path) -> bool:
     """Tell whether ``batch_folder`` holds runs in this layout."""
-    experiments = batch_folder / _EXPERIMENTS
+    experiments = batch_folder / EXPERIMENTS
     root = real_folder(batch_folder)
     return experiments.is_dir() and any(isinstance(entry, Path) for entry in _run_files(experiments, root))
 
@@ -75,7 +65,7 @@ def read_records(batch_folder: Path) -> Iterator[tuple[Path, Any] | Unreadable]:
     """Yield ``(path, record)`` of every ``run.json`` and ``run.pkl`` below ``batch_folder/experiments``, as smallab
     2.x's ``experiment_iterator`` reads them (whatever the record holds), or what made a file or folder unreadable.
     """
-    experiments = batch_folder / _EXPERIMENTS
+    experiments = batch_folder / EXPERIMENTS
     if not experiments.is_dir():
         return
     for entry in _run_files(experiments, real_folder(batch_folder)):
@@ -88,22 +78,17 @@ def _write_run(run_folder: Path, run: StoredRun) -> None:
     The new form is in place before the old one goes, so smallab 2.3.1 never sees the run missing.
     """
     run_folder.mkdir(exist_ok=True)
-    remove_leftovers(run_folder, [_RUN_JSON, _RUN_PICKLE, _SPECIFICATION])  # smallab 2.3.1 would choke on them
+    remove_leftovers(run_folder, [RUN_JSON, RUN_PICKLE, SPECIFICATION])  # smallab 2.3.1 would choke on them
     record = {"specification": run.specification, "result": run.result}
     if run.result_is_json:
-        write_file(run_folder / _RUN_JSON, _json(record))
-        obsolete = [_RUN_PICKLE, _SPECIFICATION]
+        write_file(run_folder / RUN_JSON, json_bytes(record))
+        obsolete = [RUN_PICKLE, SPECIFICATION]
     else:
-        write_file(run_folder / _SPECIFICATION, _json(run.specification))
-        write_file(run_folder / _RUN_PICKLE, pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
-        obsolete = [_RUN_JSON]
+        write_file(run_folder / SPECIFICATION, json_bytes(run.specification))
+        write_file(run_folder / RUN_PICKLE, pickle.dumps(record, protocol=PICKLE_PROTOCOL))
+        obsolete = [RUN_JSON]
     for name in obsolete:
         (run_folder / name).unlink(missing_ok=True)
-
-
-def _json(value: Any) -> bytes:
-    """Encode ``value`` as ASCII JSON with sorted keys: the same bytes for the same value, on every locale."""
-    return json.dumps(value, sort_keys=True).encode("ascii")
 
 
 def _run_files(folder: Path, root: Path) -> Iterator[Path | Unreadable]:
@@ -115,7 +100,7 @@ def _run_files(folder: Path, root: Path) -> Iterator[Path | Unreadable]:
         yield Unreadable(folder, f"{type(error).__name__}: {error}")
         return
     for child in children:
-        is_run_file = child.name in (_RUN_JSON, _RUN_PICKLE)
+        is_run_file = child.name in (RUN_JSON, RUN_PICKLE)
         refused = refusal(child, root) if is_run_file or child.is_dir() else None
         if refused:
             yield refused
@@ -129,6 +114,6 @@ def _read_record(path: Path) -> tuple[Path, Any] | Unreadable:
     """Read the record of a ``run.json`` or ``run.pkl``."""
     try:
         content = path.read_bytes()
-        return path, json.loads(content) if path.name == _RUN_JSON else _unpickle(content)
+        return path, json.loads(content) if path.name == RUN_JSON else _unpickle(content)
     except Exception as error:  # any damage: truncated, corrupt, a class that no longer imports
         return Unreadable(path, f"{type(error).__name__}: {error}")
