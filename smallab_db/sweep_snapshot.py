@@ -8,11 +8,12 @@ round trip, whatever the number of machines sharing the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, Float, Integer, Select, String, case, cast, func, literal, null, select, union_all
 
+from smallab_db.records import stored_utc
 from smallab_db.schema import COMPLETED, FAILED, RUNNING, batches, runs
 
 RATE_WINDOW = timedelta(minutes=1)
@@ -163,9 +164,9 @@ def snapshot_from_rows(rows: list[Any], now: datetime) -> Snapshot:
         if kind == "batch":
             snapshot.batches.append(BatchProgress(batch, total, completed, failed, running, recent))
         elif kind == "running":
-            snapshot.running.append(RunningRun(batch, spec_hash, label, _aware(at), done, whole))
+            snapshot.running.append(RunningRun(batch, spec_hash, label, stored_utc(at), done, whole))
         else:
-            snapshot.failures.append(RecentFailure(batch, spec_hash, label, _aware(at)))
+            snapshot.failures.append(RecentFailure(batch, spec_hash, label, stored_utc(at)))
     snapshot.batches.reverse()
     return snapshot
 
@@ -184,7 +185,3 @@ def _null(kind: Any) -> Any:
     """A NULL column of a type, so that PostgreSQL can unite it with the other parts' values."""
     return cast(null(), kind)
 
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """A timestamp with its zone: PostgreSQL gives one; SQLite's text is UTC without it."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
