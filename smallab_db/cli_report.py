@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,10 +16,22 @@ from smallab_db.layouts.files import write_file
 from smallab_db.report_data import gather
 
 
+class OutputFile(PathParameter):
+    """The path of a file to write: not a folder, which a trailing slash or an existing folder would name."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = super().convert(value, param, ctx)
+        if str(value).endswith(("/", os.sep)) or path.is_dir():
+            self.fail(f"{value!r:.1000} is a folder: give a file name, such as report.html", param, ctx)
+        return path
+
+
 @main.command()
 @database_argument
 @batch_option
-@click.option("-o", "--output", required=True, type=PathParameter(), metavar="FILE", help="The HTML file to write.")
+@click.option("-o", "--output", required=True, type=OutputFile(), metavar="FILE", help="The HTML file to write.")
 def report(url: str | None, batch: str, output: Path) -> None:
     """Write one HTML file about a batch, which works offline (plotly.js is inside it): status counts, a timeline of
     runs per host, the distribution of durations, each numeric result field against each specification key that

@@ -38,8 +38,8 @@ def chromium() -> str:
 
 
 def render(page: Path, folder: Path, width: int = 1400, height: int = 3000) -> Rendered:
-    """Open ``page`` in headless Chromium twice, offline, with a fresh profile below ``folder``: once to dump the DOM after
-    its scripts ran, once for a screenshot (``folder/screenshot.png``); collect the console messages of both."""
+    """Open ``page`` in headless Chromium twice, offline, with a fresh profile below ``folder``: once to dump the DOM
+    after its scripts ran, once for a screenshot (``folder/screenshot.png``); collect the console messages of both."""
     executable = chromium()
     screenshot = folder / "screenshot.png"
     common = [

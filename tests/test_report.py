@@ -67,10 +67,10 @@ def plots(dom: str) -> dict[str, str]:
 def test_the_report_renders_offline_with_every_plot_holding_its_points(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The page, opened with every network request failing, runs without a console message, draws the timeline (one trace per
-    host, two points per finished run), the durations, and one plot per numeric result field and varying key (a
-    point per value of the key); lists each error type with its count and a traceback, and every run in the table;
-    and its screenshot has many colours."""
+    """The page, opened with every network request failing, runs without a console message, draws the timeline (one
+    trace per host, two points per finished run), the durations, and one plot per numeric result field and varying
+    key (a point per value of the key); lists each error type with its count and a traceback, and every run in the
+    table; and its screenshot has many colours."""
     build(database_url, monkeypatch)
     output = tmp_path / "report.html"
 

@@ -14,12 +14,15 @@ from unittest.mock import ANY
 
 import pytest
 import sqlalchemy as sa
+from cli_checks import assert_clean_error
+from click.testing import CliRunner
 from processes import spawn
 from runner_processes import rows
 from terminal import Session, Terminal, terminal
 from workloads import Square
 
 from smallab_db import ExperimentRunner
+from smallab_db.cli import main
 from smallab_db.liveness import SIMULATED_HOST_ENV
 from smallab_db.schema import batches, runs
 
@@ -35,6 +38,7 @@ import time
 from pathlib import Path
 
 from smallab_db import ExperimentRunner
+from smallab_db.cli import main
 from smallab_db.experiment_types.checkpointed_experiment import CheckpointedExperiment
 
 
@@ -159,3 +163,16 @@ def cpu_seconds(pid: int) -> float:
     """The user and system CPU time of process ``pid`` so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_without_a_terminal_watch_says_to_add_once(sqlite_path: str) -> None:
+    """Where standard input or output is not a terminal (a pipe, a script), the live view is refused with one line
+    naming ``--once``; ``--once`` prints the view."""
+    with ExperimentRunner(sqlite_path) as runner:
+        runner.run("sweep", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
+
+    refused = CliRunner().invoke(main, ["watch", sqlite_path])
+    printed = CliRunner().invoke(main, ["watch", sqlite_path, "--once"])
+
+    assert assert_clean_error(refused).startswith("Error: watch needs a terminal") and "--once" in refused.stderr
+    assert printed.exit_code == 0 and "sweep  3/3  " in printed.stdout
