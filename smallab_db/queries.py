@@ -125,12 +125,12 @@ class RunQueries:
 
     # -- statements built elsewhere ------------------------------------------------------------------------------------
 
-    def read(self, statement: Executable) -> list[Row[Any]]:
+    def read(self, statement: Executable) -> list[Any]:
         """Return the rows of one statement that only reads (``watch``'s snapshot, the report's aggregates)."""
         with self._reading() as connection:
             return list(connection.execute(statement))
 
-    def stream(self, statement: Executable, chunk: int = 5000) -> Iterator[Row[Any]]:
+    def stream(self, statement: Executable, chunk: int = 5000) -> Iterator[Any]:
         """Yield the rows of one statement that only reads, ``chunk`` rows at a time, so memory stays flat."""
         with self._reading() as connection:
             yield from connection.execution_options(yield_per=chunk).execute(statement)

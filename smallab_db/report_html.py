@@ -141,7 +141,7 @@ def _durations(go: ModuleType, data: ReportData) -> Any:
 def _result_plots(go: ModuleType, data: ReportData) -> list[Any]:
     """For each numeric result field and varying specification key: the field's mean, with its standard deviation
     over the other keys, at each value of the key."""
-    figures = []
+    figures: list[Any] = []
     for name in data.result_fields:
         for key in data.varying_keys():
             points = sorted(

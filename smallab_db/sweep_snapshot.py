@@ -184,4 +184,3 @@ def _text(value: str) -> Any:
 def _null(kind: Any) -> Any:
     """A NULL column of a type, so that PostgreSQL can unite it with the other parts' values."""
     return cast(null(), kind)
-
