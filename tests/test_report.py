@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from browser import render
 from click.testing import CliRunner
 from runner_processes import rows
-from workloads import Square
+from workloads import FailOnOdd, Square
 
 from smallab_db import Experiment, ExperimentRunner
 from smallab_db.cli import main
@@ -120,18 +120,68 @@ def test_the_browser_check_sees_console_errors(tmp_path: Path) -> None:
     assert any("no_such_function is not defined" in line for line in rendered.console)
 
 
+def report_of(database: str, batch: str, output: Path) -> str:
+    """Write the report on ``batch`` to ``output`` with the command; return its text."""
+    result = CliRunner().invoke(main, ["report", database, "--batch", batch, "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    return output.read_text(encoding="utf-8")
+
+
+def table_column(dom: str, column: int) -> list[str]:
+    """The cells of one column of the rendered page's sortable table, top to bottom."""
+    body = dom.split('class="sortable"')[1].split("<tbody>")[1].split("</tbody>")[0]
+    return [re.findall(r"<td>([^<]*)</td>", row)[column] for row in body.split("<tr>")[1:]]
+
+
+@pytest.mark.parametrize("clicks", [1, 2])
+def test_clicking_a_column_heading_sorts_the_table(tmp_path: Path, sqlite_path: str, clicks: int) -> None:
+    """In Chromium, a click on the heading of the column ``seed`` sorts the runs by it numerically (10 after 9), a
+    second click the other way; a click on ``hash`` sorts the hashes as text."""
+    with ExperimentRunner(sqlite_path) as runner:
+        runner.run("sweep", [{"seed": seed, "x": 1 + seed % 2} for seed in range(12)], Square(), show_progress=False)
+    text = report_of(sqlite_path, "sweep", tmp_path / "report.html")
+    headings = re.findall(r"<th>([^<]*)</th>", text.split('class="sortable"')[1])
+    seed, hash_column = headings.index("seed"), headings.index("hash")
+    clicking = "".join(
+        f'document.querySelectorAll("table.sortable th")[{column}].click();' for column in [seed] * clicks
+    )
+    page = tmp_path / "clicked.html"
+    page.write_text(text.replace("</body>", f"<script>{clicking}</script></body>"), encoding="utf-8")
+    by_hash = tmp_path / "by-hash.html"
+    hash_click = f'document.querySelectorAll("table.sortable th")[{hash_column}].click();'
+    by_hash.write_text(text.replace("</body>", f"<script>{hash_click}</script></body>"), encoding="utf-8")
+
+    seeds = [int(cell) for cell in table_column(render(page, tmp_path, height=400).dom, seed)]
+    hashes = table_column(render(by_hash, tmp_path, height=400).dom, hash_column)
+
+    assert seeds == (list(range(12)) if clicks == 1 else list(reversed(range(12))))
+    assert hashes == sorted(hashes) and len(hashes) == 12
+
+
+def test_a_batch_with_nothing_finished_renders_without_errors(tmp_path: Path, sqlite_path: str) -> None:
+    """A batch whose runs are all pending again (after ``retry``) gets a report saying that nothing finished, which
+    renders with no console message."""
+    with ExperimentRunner(sqlite_path) as runner:
+        runner.on_specification_failure(None)
+        runner.run("odd", [{"seed": seed} for seed in (1, 3)], FailOnOdd(), show_progress=False)
+    assert CliRunner().invoke(main, ["retry", sqlite_path, "--batch", "odd"]).exit_code == 0
+    text = report_of(sqlite_path, "odd", tmp_path / "report.html")
+
+    rendered = render(tmp_path / "report.html", tmp_path, height=600)
+
+    assert rendered.console == [] and plots(rendered.dom) == {}
+    assert text.count("<p>No run has finished yet.</p>") == 2 and "<tr><td>pending</td><td>2</td></tr>" in text
+
+
 def test_the_table_lists_the_first_runs_of_a_big_batch(tmp_path: Path, sqlite_path: str) -> None:
     """Of a batch with more runs than the table's cap, the table lists the first ones and says how many there are;
     the counts cover every run."""
     count = MAX_TABLE_ROWS + 50
     with ExperimentRunner(sqlite_path) as runner:
         runner.run("big", [{"seed": seed} for seed in range(count)], Square(), show_progress=False)
-    output = tmp_path / "report.html"
 
-    result = CliRunner().invoke(main, ["report", sqlite_path, "--batch", "big", "-o", str(output)])
+    text = report_of(sqlite_path, "big", tmp_path / "report.html")
 
-    assert result.exit_code == 0, result.output
-    text = output.read_text(encoding="utf-8")
     assert text.split('class="sortable"')[1].count("<tr>") == 1 + MAX_TABLE_ROWS
     assert f"the first {MAX_TABLE_ROWS:,} of {count:,}" in text
     assert f"<tr><td>completed</td><td>{count}</td></tr>" in text
