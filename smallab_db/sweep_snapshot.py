@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, Select, String, case, cast, func, literal, null, select, union_all
+from sqlalchemy import ColumnElement, Float, Integer, Select, String, case, cast, func, literal, null, select, union_all
 
 from smallab_db.records import stored_utc
 from smallab_db.schema import COMPLETED, FAILED, RUNNING, batches, runs
@@ -91,9 +91,12 @@ class Snapshot:
 def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
     """Return the one statement that reads a snapshot of the batch (every batch if None) at ``now``."""
     since = now - RATE_WINDOW
-
-    def chosen(query: Select[Any]) -> Select[Any]:
-        return query if batch_id is None else query.where(runs.c.batch_id == batch_id)
+    shown: ColumnElement[bool]
+    if batch_id is None:
+        newest = select(batches.c.id).order_by(batches.c.id.desc()).limit(MAX_BATCHES).scalar_subquery()
+        shown = batches.c.id.in_(newest)
+    else:
+        shown = batches.c.id == batch_id
 
     def counted(condition: Any) -> Any:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
@@ -105,7 +108,7 @@ def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
             batches.c.name,
             _null(String),
             _null(String),
-            _null(DateTime(timezone=True)),
+            batches.c.created_at,
             func.count(runs.c.id),
             counted(runs.c.status == COMPLETED),
             counted(runs.c.status == FAILED),
@@ -115,13 +118,10 @@ def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
             _null(Float),
         )
         .select_from(batches.outerjoin(runs))
-        .group_by(batches.c.id, batches.c.name)
-        .order_by(batches.c.id.desc())
-        .limit(MAX_BATCHES)
+        .where(shown)
+        .group_by(batches.c.id, batches.c.name, batches.c.created_at)
     )
-    if batch_id is not None:
-        per_batch = per_batch.where(batches.c.id == batch_id)
-    running = chosen(
+    running = (
         _labelled(
             _text("running"),
             batches.c.name,
@@ -133,11 +133,11 @@ def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
             runs.c.progress_total,
         )
         .join(batches, batches.c.id == runs.c.batch_id)
-        .where(runs.c.status == RUNNING)
+        .where(shown, runs.c.status == RUNNING)
         .order_by(runs.c.started_at, runs.c.id)
         .limit(MAX_RUNNING)
     )
-    failed = chosen(
+    failed = (
         _labelled(
             _text("failure"),
             batches.c.name,
@@ -149,7 +149,7 @@ def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
             _null(Float),
         )
         .join(batches, batches.c.id == runs.c.batch_id)
-        .where(runs.c.status == FAILED)
+        .where(shown, runs.c.status == FAILED)
         .order_by(runs.c.finished_at.desc(), runs.c.id.desc())
         .limit(MAX_FAILURES)
     )
@@ -158,16 +158,20 @@ def snapshot_statement(batch_id: int | None, now: datetime) -> Select[Any]:
 
 
 def snapshot_from_rows(rows: list[Any], now: datetime) -> Snapshot:
-    """Sort the rows of :func:`snapshot_statement` into a :class:`Snapshot` (batches oldest first)."""
+    """Sort the rows of :func:`snapshot_statement` into a :class:`Snapshot`: batches oldest first, running runs
+    longest running first, failures newest first (a union keeps no order of its own)."""
+    created: list[tuple[datetime, BatchProgress]] = []
     snapshot = Snapshot(now, [], [], [])
     for kind, batch, spec_hash, label, at, total, completed, failed, running, recent, done, whole in rows:
         if kind == "batch":
-            snapshot.batches.append(BatchProgress(batch, total, completed, failed, running, recent))
+            created.append((stored_utc(at) or now, BatchProgress(batch, total, completed, failed, running, recent)))
         elif kind == "running":
             snapshot.running.append(RunningRun(batch, spec_hash, label, stored_utc(at), done, whole))
         else:
             snapshot.failures.append(RecentFailure(batch, spec_hash, label, stored_utc(at)))
-    snapshot.batches.reverse()
+    snapshot.batches.extend(progress for _, progress in sorted(created, key=lambda pair: pair[0]))
+    snapshot.running.sort(key=lambda run: run.started_at or now)
+    snapshot.failures.sort(key=lambda failure: failure.finished_at or now, reverse=True)
     return snapshot
 
 
