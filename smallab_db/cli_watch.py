@@ -89,9 +89,11 @@ def _draw(window: curses.window, lines: list[Line], styles: dict[str, int]) -> N
     """Replace the screen's text with ``lines``, cut to the window's size."""
     height, width = window.getmaxyx()
     window.erase()
+    encoding = window.encoding  # the terminal's: what it cannot show (a batch name in another script) becomes ?
     for row, line in enumerate(lines[:height]):
+        text = line.text.encode(encoding, "replace").decode(encoding)
         try:
-            window.addnstr(row, 0, line.text, max(width - 1, 0), styles.get(line.style, curses.A_NORMAL))
+            window.addnstr(row, 0, text, max(width - 1, 0), styles.get(line.style, curses.A_NORMAL))
         except curses.error:  # a window too small for even one character
             pass
     window.refresh()

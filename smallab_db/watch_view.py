@@ -35,7 +35,7 @@ def screen(snapshot: Snapshot, title: str) -> list[Line]:
         cells = [_running_cells(run, snapshot.now) for run in snapshot.running]
         lines += _table(["batch", "run", "host", "elapsed", "progress"], cells)
         if running > len(snapshot.running):
-            lines.append(Line(f"… and {running - len(snapshot.running)} more (the {MAX_RUNNING} longest shown)"))
+            lines.append(Line(f"... and {running - len(snapshot.running)} more (the {MAX_RUNNING} longest shown)"))
     lines += [Line(""), Line("newest failures", TITLE)]
     if not snapshot.failures:
         return [*lines, Line("none")]
