@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import Executable
 
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
@@ -129,6 +130,18 @@ class RunQueries:
         )
         with self._reading() as connection:
             return list(connection.execute(query))
+
+    # -- statements built elsewhere ------------------------------------------------------------------------------------
+
+    def read(self, statement: Executable) -> list[Any]:
+        """Return the rows of one statement that only reads (``watch``'s snapshot, the report's aggregates)."""
+        with self._reading() as connection:
+            return list(connection.execute(statement))
+
+    def stream(self, statement: Executable, chunk: int = 5000) -> Iterator[Any]:
+        """Yield the rows of one statement that only reads, ``chunk`` rows at a time, so memory stays flat."""
+        with self._reading() as connection:
+            yield from connection.execution_options(yield_per=chunk).execute(statement)
 
     # -- transactions --------------------------------------------------------------------------------------------------
 

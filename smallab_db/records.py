@@ -18,6 +18,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def stored_utc(moment: datetime | None) -> datetime | None:
+    """A timestamp read back with its zone: PostgreSQL gives one; SQLite's text is UTC without it."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 @dataclass(frozen=True)
 class Owner:
     """Who holds a claim: host, node and pid for a quick liveness check, a token that only this runner knows."""

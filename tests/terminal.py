@@ -7,11 +7,13 @@ tmux, a test skips with the reason, except under ``CI=true``, where it fails (``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +50,69 @@ class Terminal:
         self.tmux("wait-for", ended, timeout=timeout)
         screen = self.tmux("capture-pane", "-p", "-J", "-t", session, "-S", "-", "-E", "-")
         return [line.rstrip() for line in screen.rstrip("\n").splitlines() if line.strip()]
+
+    def start(self, command: str, cwd: Path) -> Session:
+        """Start the shell command ``command`` in a new session and return at once; the session records the
+        command's exit status and the terminal's settings (``stty -g``) before and after it."""
+        self.sessions += 1
+        session = Session(self, f"live{self.sessions}", self.socket.parent / f"live{self.sessions}")
+        session.files.mkdir()
+        files = shlex.quote(str(session.files))
+        tmux = f"tmux -S {shlex.quote(str(self.socket))}"
+        script = (
+            f"cd {shlex.quote(str(cwd))} && stty -g > {files}/before; {command}; echo $? > {files}/status; "
+            f"stty -g > {files}/after; {tmux} wait-for -S {session.name}-ended; sleep 600"
+        )
+        self.tmux("new-session", "-d", "-s", session.name, "-x", str(WIDTH), "-y", str(HEIGHT), script)
+        return session
+
+
+class Session:
+    """A command running in a tmux session of a :class:`Terminal`, which a test looks at and types into."""
+
+    def __init__(self, terminal: Terminal, name: str, files: Path) -> None:
+        self.terminal = terminal
+        self.name = name
+        self.files = files
+
+    def screen(self) -> list[str]:
+        """The lines the pane shows now (the visible screen only, as a full-screen program draws it)."""
+        return self.terminal.tmux("capture-pane", "-p", "-t", self.name).rstrip("\n").splitlines()
+
+    def wait_for_screen(self, shows: Callable[[list[str]], bool], timeout: float = 60) -> list[str]:
+        """Capture the pane every 0.2 s until ``shows`` accepts what it shows; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.screen()
+            if shows(lines):
+                return lines
+            assert time.monotonic() < deadline, "the screen never showed what was expected:\n" + "\n".join(lines)
+            time.sleep(0.2)
+
+    def send_keys(self, *keys: str) -> None:
+        """Type ``keys`` (tmux key names, such as ``q`` or ``C-c``) into the pane."""
+        self.terminal.tmux("send-keys", "-t", self.name, *keys)
+
+    def pid(self, holding: str) -> int:
+        """The process id of the pane shell's child whose command line holds ``holding``."""
+        shell = self.terminal.tmux("display-message", "-p", "-t", self.name, "#{pane_pid}").strip()
+        deadline = time.monotonic() + 30
+        while True:
+            for child in Path(f"/proc/{shell}/task/{shell}/children").read_text().split():
+                with contextlib.suppress(FileNotFoundError):
+                    if holding.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                        return int(child)
+            assert time.monotonic() < deadline, f"no process running {holding!r} started"
+            time.sleep(0.05)
+
+    def wait_ended(self, timeout: float = 30) -> int:
+        """Wait for the command to end; return its exit status."""
+        self.terminal.tmux("wait-for", f"{self.name}-ended", timeout=timeout)
+        return int((self.files / "status").read_text())
+
+    def terminal_settings_restored(self) -> bool:
+        """Whether the terminal's settings after the command are those before it (``stty -g``)."""
+        return (self.files / "before").read_text() == (self.files / "after").read_text()
 
 
 @contextmanager

@@ -74,14 +74,20 @@ def test_with_the_debug_variable_an_unexpected_exception_propagates(
     assert isinstance(result.exception, RuntimeError) and str(result.exception) == "a bug"
 
 
-@pytest.mark.parametrize("command", ["runs", "retry", "rm", "show", "export"])
+@pytest.mark.parametrize("command", ["runs", "retry", "rm", "show", "export", "watch", "report"])
 def test_a_batch_name_that_is_not_utf8_is_one_error_line_and_changes_nothing(tmp_path: Path, command: str) -> None:
     """``--batch $'caf\\xe9'`` (Latin-1 bytes): one ``Error:`` line naming the name and the fix, status 1, the
     database's bytes unchanged and nothing exported."""
     database = tmp_path / "runs.db"
     build(database)
     before = database.read_bytes()
-    extra = {"show": ["0"], "export": ["--to", str(tmp_path / "out")], "rm": ["--yes"]}.get(command, [])
+    extra = {
+        "show": ["0"],
+        "export": ["--to", str(tmp_path / "out")],
+        "rm": ["--yes"],
+        "watch": ["--once"],
+        "report": ["-o", str(tmp_path / "out")],
+    }.get(command, [])
 
     status, stdout, stderr = run_script(command, str(database), *extra, "--batch", b"caf\xe9", cwd=tmp_path)
 
@@ -131,6 +137,8 @@ NOT_UTF8_COMMANDS: list[tuple[list[str | bytes], str]] = [
         ],
         "completed",
     ),
+    (["watch", NOT_UTF8, "--batch", "done", "--once"], "3/3"),
+    (["report", NOT_UTF8, "--batch", "done", "-o", "report.html"], "wrote the report on batch 'done' (3 runs)"),
     (["rm", NOT_UTF8, "--batch", "done", "--yes"], "deleted batch 'done' and its 3 run(s)"),
 ]
 
@@ -220,6 +228,8 @@ WITH_URL = {
     "retry": ["retry", "{url}", "--batch", "done"],
     "rm": ["rm", "{url}", "--batch", "done", "--yes"],
     "run": ["run", "{url}", "--batch", "done", "--experiment", "json:dumps", "--specs", "{tree}/specs.json"],
+    "watch": ["watch", "{url}", "--once"],
+    "report": ["report", "{url}", "--batch", "done", "-o", "{tree}/report.html"],
 }
 WITHOUT_PSYCOPG = """
 import sys

@@ -92,6 +92,15 @@ def check_rm(place: Place, stdout: str) -> None:
     assert rows(place.database, "SELECT name FROM batches") == [("broken",)]
 
 
+def check_watch(place: Place, stdout: str) -> None:
+    counts = [line.split()[:4] for line in stdout.splitlines() if line.split()[1:2] in (["3/3"], ["2/4"])]
+    assert counts == [["done", "3/3", "0", "0"], ["broken", "2/4", "2", "0"]]
+
+
+def check_report(place: Place, stdout: str) -> None:
+    assert "<h3>ValueError: 2 run(s)</h3>" in (place.cwd / "report.html").read_text(encoding="utf-8")
+
+
 # Per command: its arguments without a URL, and what must have happened to the database it should have used.
 CASES: dict[str, tuple[list[str], Callable[[Place, str], None]]] = {
     "migrate": (["migrate"], check_migrate),
@@ -104,6 +113,8 @@ CASES: dict[str, tuple[list[str], Callable[[Place, str], None]]] = {
     "retry": (["retry", "--batch", "broken"], check_retry),
     "rm": (["rm", "--batch", "done", "--yes"], check_rm),
     "run": (["run", "--batch", "fresh", "--experiment", "doubling:double", "--specs", "specs.json"], check_run),
+    "watch": (["watch", "--once"], check_watch),
+    "report": (["report", "--batch", "broken", "-o", "report.html"], check_report),
 }
 
 

@@ -137,6 +137,18 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("url", ["run", "{notes}/{V}", *RUN[2:]], PATHS),
         ("url", ["run", "{V}", *RUN[2:]], NO_DATABASE),
     ],
+    "watch": [
+        ("url", ["watch", "{V}", "--once"], URLS),
+        ("batch", ["watch", "{db}", "--batch", "{V}", "--once"], NAMES),
+        ("batch-live", ["watch", "{db}", "--batch", "{V}"], NAMES),  # no terminal here: refused, never hangs
+        ("live", ["watch", "{db}", "{V}"], {"extra-argument": "done"}),
+    ],
+    "report": [
+        ("batch", ["report", "{db}", "--batch", "{V}", "-o", "{folder}/report.html"], NAMES),
+        ("output", ["report", "{db}", "--batch", "done", "-o", "{notes}/{V}"], PATHS),
+        ("output", ["report", "{db}", "--batch", "done", "-o", "{V}"], {"directory": "{folder}", "slash": "x/"}),
+        ("url", ["report", "{V}", "--batch", "done", "-o", "{folder}/report.html"], URLS),
+    ],
 }
 
 
