@@ -3,6 +3,7 @@ pending runs until none is left."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import URL
 from tqdm import tqdm
 
 from smallab_db import dispatch, specification
@@ -24,6 +26,7 @@ from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
+from smallab_db.worker_writes import RunLink
 
 REGISTER_CHUNK = 500
 
@@ -46,6 +49,7 @@ class BatchRun:
     """The settings of one call of :meth:`ExperimentRunner.run`; :meth:`run` carries it out."""
 
     store: RunStore
+    database: URL  # the store's URL, with its password: workers connect with it
     name: str
     main: Runnable
     lease_seconds: float
@@ -135,8 +139,8 @@ class BatchRun:
         )
         recorder = Recorder(self.store, owner, on_verdict=reporter.deliver)
         keeper.start()
-        main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
-        outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend)
+        link = functools.partial(RunLink, self.database, token=owner.token)
+        outcomes = dispatch.outcomes(self.main, claims, link, self.num_parallel, self.backend)
         unknown_claims = 0
         interrupted = False
         first_failure: Outcome | None = None

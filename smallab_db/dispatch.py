@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import joblib.parallel
@@ -17,6 +17,9 @@ from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
 from smallab_db.records import Outcome, utc_now
+from smallab_db.worker_writes import RunLink
+
+LinkOf = Callable[[int], RunLink]  # the link of a claimed run, from its id
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
 _CAUSES = {
@@ -45,7 +48,7 @@ def check_backend(backend: Any) -> None:
 
 
 def outcomes(
-    main: Runnable, claims: Claims, num_parallel: int | None, backend: str | None
+    main: Runnable, claims: Claims, link: LinkOf, num_parallel: int | None, backend: str | None
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -56,17 +59,18 @@ def outcomes(
     Args:
         main: the experiment's callable.
         claims: the claimed runs, consumed lazily.
+        link: the link of a claimed run (see :mod:`smallab_db.worker_writes`), which travels with it.
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
         backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky. Dask runs
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
-            yield execute(main, run_id, specification, in_worker=False)
+            yield execute(main, link(run_id), specification, in_worker=False)
         return
     client = dask_dispatch.dask_client(backend)
     if client is not None:
-        yield from dask_dispatch.outcomes(main, iter(claims), num_parallel, client)
+        yield from dask_dispatch.outcomes(main, iter(claims), link, num_parallel, client)
         return
     while True:
         parallel = Parallel(
@@ -76,24 +80,24 @@ def outcomes(
             batch_size=1,  # a batch returns all at once: larger ones would delay storing finished results
         )
         try:
-            yield from parallel(delayed(execute)(main, run_id, spec, True) for run_id, spec in claims)
+            yield from parallel(delayed(execute)(main, link(run_id), spec, True) for run_id, spec in claims)
             return
         except TerminatedWorkerError:
             for run_id, specification in claims.in_flight():
-                yield _execute_alone(main, run_id, specification)
+                yield _execute_alone(main, link(run_id), specification)
 
 
-def _execute_alone(main: Runnable, run_id: int, specification: Specification) -> Outcome:
+def _execute_alone(main: Runnable, link: RunLink, specification: Specification) -> Outcome:
     """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
     started_at = utc_now()
     try:
-        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, run_id, specification, True)])
+        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, link, specification, True)])
     except TerminatedWorkerError as error:
         died = WorkerDiedError(
             f"the worker process running this specification died twice, the second time running it alone: "
             f"{worker_death_cause(str(error))}"
         )
-        outcome = failure(run_id, started_at, died, in_worker=False)
+        outcome = failure(link.run_id, started_at, died, in_worker=False)
     outcome.executions = 2
     return outcome
 

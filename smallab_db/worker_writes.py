@@ -1,5 +1,6 @@
-"""What a worker writes to the database while its run goes on: progress, checkpoints, and the runs an
-overlapping-output experiment produces on the way. Nothing else in a worker touches the database.
+"""What a worker writes to the database while its run goes on: progress, checkpoints, the runs an
+overlapping-output experiment produces on the way, and the run's output so far (:mod:`smallab_db.live_output`).
+Nothing else in a worker touches the database.
 
 Why workers write at all: a checkpoint must outlive the worker that made it (a killed process, a crashed machine),
 and the runner that resumes the run, on any machine sharing the database, must find it there; an output run must be
@@ -112,6 +113,10 @@ class RunLink:
             ClaimLostError: the claim is no longer held; nothing was written.
         """
         self._held(_store_for(self.database).store_outputs(self.run_id, self.token, produced))
+
+    def write_output(self, output: str | None) -> bool:
+        """Store the run's output so far; return whether the claim is still held (if not, nothing was written)."""
+        return _store_for(self.database).write_output(self.run_id, self.token, output)
 
     def checkpoint_states(self) -> list[bytes]:
         """Return the run's checkpoints, newest first."""

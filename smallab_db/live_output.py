@@ -1,0 +1,98 @@
+"""The output of runs in progress, written to the database while they run, so that ``smallab-db logs --follow`` shows
+it as it comes.
+
+One thread per process wakes every :data:`WRITE_INTERVAL` seconds and writes the tail of each run that has gone on
+since its previous wake-up and whose output changed since it last wrote it: a run shorter than that is written only
+with its outcome, so trivial experiments pay nothing but the registration. The writes go through
+:mod:`smallab_db.worker_writes`, so nothing is written once the run's claim is lost, and a write that fails is
+simply tried again at the next wake-up: the outcome stores the whole tail in any case. Once :func:`kept_live`
+ends, no write of its run is under way or will start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from smallab_db.run_output import OutputTail
+from smallab_db.worker_writes import RunLink
+
+WRITE_INTERVAL = 1.0  # seconds
+
+
+@dataclass(eq=False)
+class _LiveRun:
+    """One run's tail as the writer sees it; ``lock`` is held while its output is written."""
+
+    link: RunLink
+    tail: OutputTail
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seen: bool = False  # the writer woke up once already while the run went on
+    written_version: int = 0
+    ended: bool = False
+
+
+class _Writer:
+    """The thread of this process that writes the output of its runs in progress."""
+
+    def __init__(self) -> None:
+        self._runs: set[_LiveRun] = set()
+        self._lock = threading.Lock()
+        self._pid: int | None = None  # the process the thread runs in: a forked child starts its own
+
+    def add(self, run: _LiveRun) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._runs = set()
+                self._pid = os.getpid()
+                threading.Thread(target=self._write_forever, name="smallab-db output writer", daemon=True).start()
+            self._runs.add(run)
+
+    def remove(self, run: _LiveRun) -> None:
+        with self._lock:
+            self._runs.discard(run)
+        with run.lock:  # waits for a write of this run under way
+            run.ended = True
+
+    def _write_forever(self) -> None:
+        while True:
+            time.sleep(WRITE_INTERVAL)
+            with self._lock:
+                runs = list(self._runs)
+            for run in runs:
+                self._write(run)
+
+    @staticmethod
+    def _write(run: _LiveRun) -> None:
+        with run.lock:
+            if run.ended:
+                return
+            if not run.seen:
+                run.seen = True
+                return
+            version = run.tail.version
+            if version == run.written_version:
+                return
+            try:
+                run.link.write_output(run.tail.text())
+            except Exception:  # the database failed, or the claim was lost: the outcome decides what is stored
+                return
+            run.written_version = version
+
+
+_writer = _Writer()
+
+
+@contextmanager
+def kept_live(link: RunLink, tail: OutputTail) -> Iterator[None]:
+    """Write ``tail`` as the output of run ``link`` about every second while the block runs and it changes."""
+    run = _LiveRun(link, tail)
+    _writer.add(run)
+    try:
+        yield
+    finally:
+        _writer.remove(run)
