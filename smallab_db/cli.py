@@ -131,7 +131,7 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
         raise UsageError("choose one of --csv and --json")
     url, sql = url_and_last(arguments, "query", "one SQL statement", "quote the SQL")
     if not sql.strip():
-        raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
+        raise UsageError('the SQL statement is empty: give one read-only query, such as "SELECT * FROM run_details"')
     seconds = None if timeout is None else _positive_seconds(timeout)
     try:
         with read_only_query(resolve_url(url), sql, seconds) as result:
@@ -371,4 +371,4 @@ def database_url(url: str | None) -> URL:
     return resolved
 
 
-from smallab_db import cli_run  # noqa: E402, F401  (registers `smallab-db run` on main)
+from smallab_db import cli_logs, cli_run  # noqa: E402, F401  (register `smallab-db logs` and `run` on main)
