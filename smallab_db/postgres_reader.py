@@ -167,7 +167,9 @@ def check_installed(connection: Connection) -> InstalledFunction:
         QueryError: naming what is wrong and the fix.
     """
     url = describe(connection.engine.url)
-    migrate = f"run `smallab-db migrate {url}` as a user allowed to create roles (a superuser, or one with CREATEROLE)"
+    migrate = (
+        f"run `smallab-db migrate {url}` as a user allowed to create roles (a superuser, or one with CREATEROLE)"
+    )
     row = connection.exec_driver_sql(_CHECK, {"body": FUNCTION_BODY}).one_or_none()
     if row is None:
         raise QueryError(

@@ -150,3 +150,4 @@ def _fraction(row: Any) -> str:
     if row.progress is None:
         return "running"
     return f"{row.progress:g}/{row.progress_total:g}" if row.progress_total is not None else f"{row.progress:g}"
+

@@ -51,7 +51,8 @@ def validate_specification(specification: Any, position: int | None = None) -> N
     if type(specification) is not dict:
         hint = _generator_hint(specification)
         raise SpecError(
-            f"{where} must be a dict of JSON values, but got {type(specification).__name__} {specification!r:.80}{hint}"
+            f"{where} must be a dict of JSON values, but got {type(specification).__name__} "
+            f"{specification!r:.80}{hint}"
         )
     problem = _first_problem(specification, "")
     if problem is not None:
