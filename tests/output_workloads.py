@@ -1,0 +1,48 @@
+"""Experiments that write to standard output and error and log, importable by worker processes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LINES = 5  # lines each stream gets from :func:`talk`
+
+
+def talk(specification: dict[str, Any]) -> dict[str, Any]:
+    """Write ``LINES`` numbered lines to standard output, standard error and a logger, in turn, pausing
+    ``specification["pause"]`` seconds (default 0) between them; fail when ``specification["fail"]`` is set."""
+    seed = specification["seed"]
+    for line in range(LINES):
+        print(f"out {seed}.{line}")
+        print(f"err {seed}.{line}", file=sys.stderr)
+        logging.getLogger("talk").warning("log %s.%s", seed, line)
+        time.sleep(specification.get("pause", 0))
+    if specification.get("fail"):
+        raise ValueError(f"failed after talking: {seed}")
+    return {"seed": seed}
+
+
+def expected_talk(seed: int) -> str:
+    """What :func:`talk` writes for ``seed``, as its run keeps it (a warning reaches standard error by itself)."""
+    return "".join(f"out {seed}.{line}\nerr {seed}.{line}\nlog {seed}.{line}\n" for line in range(LINES))
+
+
+def shout(specification: dict[str, Any]) -> dict[str, Any]:
+    """Print ``specification["characters"]`` characters, in lines of 100 (99 digits of the line's number, then a
+    newline)."""
+    for line in range(specification["characters"] // 100):
+        print(f"{line:099d}")
+    return {}
+
+
+def print_wait_print(specification: dict[str, Any]) -> dict[str, Any]:
+    """Print ``first``, wait (at most 120 s) until the file ``specification["go"]`` exists, print ``second``."""
+    print("first", flush=True)
+    deadline = time.monotonic() + 120
+    while not Path(specification["go"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("second", flush=True)
+    return {}
