@@ -1,14 +1,21 @@
-"""Experiments that write to standard output and error and log, importable by worker processes."""
+"""Experiments that write to standard output and error and log, importable by worker processes, and what their runs
+keep."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
+from smallab_db import ExperimentRunner, specification_hash
+
 LINES = 5  # lines each stream gets from :func:`talk`
+LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - talk - WARNING - (.*)$", re.MULTILINE)
 
 
 def talk(specification: dict[str, Any]) -> dict[str, Any]:
@@ -46,3 +53,27 @@ def print_wait_print(specification: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.05)
     print("second", flush=True)
     return {}
+
+
+def outputs(runner: ExperimentRunner, batch: str) -> dict[str, tuple[str, str | None]]:
+    """Map each run's hash to its status and output, read from the view ``run_details``."""
+    query = sa.text("SELECT spec_hash, status, output FROM run_details WHERE batch = :batch")
+    with runner.engine.connect() as connection:
+        return {
+            spec_hash: (status, output) for spec_hash, status, output in connection.execute(query, {"batch": batch})
+        }
+
+
+def without_log_format(output: str | None) -> str:
+    """``output`` with the records of logger ``talk`` as a process without logging handlers prints them (the message
+    alone): with handlers (as under pytest), records no handler prints on standard error are kept in ``LOG_FORMAT``."""
+    return LOGGED.sub(r"\1", output or "")
+
+
+def talked(runner: ExperimentRunner, batch: str, specifications: list[dict[str, Any]]) -> None:
+    """Each run of ``specifications`` kept exactly what :func:`talk` wrote for it, and no other run's lines."""
+    stored = outputs(runner, batch)
+    for specification in specifications:
+        status, output = stored[specification_hash(specification)]
+        assert without_log_format(output) == expected_talk(specification["seed"]), (specification, output)
+        assert status == ("failed" if specification.get("fail") else "completed")

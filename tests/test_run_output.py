@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -15,9 +14,8 @@ from typing import Any
 
 import processes
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
-from output_workloads import expected_talk, shout, talk
+from output_workloads import expected_talk, outputs, shout, talk, talked, without_log_format
 from workloads import Square
 
 from smallab_db import ExperimentRunner, specification_hash
@@ -28,31 +26,6 @@ from smallab_db.runner_implementations.main_process_runner import MainRunner
 
 SCRIPT = Path(sys.executable).parent / "smallab-db"
 TESTS = Path(__file__).resolve().parent
-LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - talk - WARNING - (.*)$", re.MULTILINE)
-
-
-def outputs(runner: ExperimentRunner, batch: str) -> dict[str, tuple[str, str | None]]:
-    """Map each run's hash to its status and output, read from the view ``run_details``."""
-    query = sa.text("SELECT spec_hash, status, output FROM run_details WHERE batch = :batch")
-    with runner.engine.connect() as connection:
-        return {
-            spec_hash: (status, output) for spec_hash, status, output in connection.execute(query, {"batch": batch})
-        }
-
-
-def without_log_format(output: str | None) -> str:
-    """``output`` with the records of logger ``talk`` as a process without logging handlers prints them (the message
-    alone): with handlers (as under pytest), records no handler prints on standard error are kept in ``LOG_FORMAT``."""
-    return LOGGED.sub(r"\1", output or "")
-
-
-def talked(runner: ExperimentRunner, batch: str, specifications: list[dict[str, Any]]) -> None:
-    """Each run of ``specifications`` kept exactly what :func:`talk` wrote for it, and no other run's lines."""
-    stored = outputs(runner, batch)
-    for specification in specifications:
-        status, output = stored[specification_hash(specification)]
-        assert without_log_format(output) == expected_talk(specification["seed"]), (specification, output)
-        assert status == ("failed" if specification.get("fail") else "completed")
 
 
 @pytest.mark.parametrize(
@@ -216,16 +189,22 @@ def test_logs_prints_a_runs_output(database_url: str) -> None:
     runner.close()
 
 
-def test_logs_follow_streams_a_running_runs_output_until_it_ends(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["1", "2"], ids=["in-the-runner", "in-a-worker-process"])
+def test_logs_follow_streams_a_running_runs_output_until_it_ends(
+    database_url: str, tmp_path: Path, parallel: str
+) -> None:
     """A runner process runs an experiment that prints, waits for a file, prints again: ``logs --follow`` shows the
-    first line while the run waits (so it was stored while running), then the second, and ends with the run."""
+    first line while the run waits (so it was stored while running, by the runner's process or by its worker's),
+    then the second, and ends with the run."""
     go = tmp_path / "go"
     specification = {"go": str(go)}
     (tmp_path / "specs.json").write_text(f'[{{"go": "{go}"}}]')
     environment = {**os.environ, "PYTHONPATH": str(TESTS)}
     run_line = ["run", database_url, "--batch", "wait", "--experiment", "output_workloads:print_wait_print"]
     runner = processes.spawn(
-        [str(SCRIPT), *run_line, "--specs", "specs.json", "--no-progress"], cwd=tmp_path, env=environment
+        [str(SCRIPT), *run_line, "--specs", "specs.json", "--parallel", parallel, "--no-progress"],
+        cwd=tmp_path,
+        env=environment,
     )
     prefix = specification_hash(specification)[:10]
     followed = tmp_path / "followed.txt"
