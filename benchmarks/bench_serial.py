@@ -4,12 +4,16 @@ Usage: python benchmarks/bench_serial.py [N] [RECHECK_N]   (defaults 10000 and 1
 
 Prints experiments/s for a first run of N specifications, completed specifications re-checked per second for a
 re-run of RECHECK_N, the raw-SQLite baseline (executemany of the same rows), and the peak memory of the process.
+Then the cost of keeping each run's output: N runs of an experiment printing one line (to a standard output sent to
+/dev/null) against N runs of the trivial one, each measured three times, best of three.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import pickle
 import resource
 import sqlite3
@@ -22,6 +26,11 @@ from smallab_db import ExperimentRunner
 
 
 def trivial(specification: dict) -> dict:
+    return {"x": specification["seed"]}
+
+
+def printing(specification: dict) -> dict:
+    print("seed", specification["seed"])
     return {"x": specification["seed"]}
 
 
@@ -69,6 +78,7 @@ def main() -> None:
         summary = runner.run("recheck", big, trivial, show_progress=False)
         recheck_seconds = time.perf_counter() - start
         assert summary.skipped == recheck_n
+        quiet_rate, printing_rate = output_rates(runner, n)
         runner.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"raw SQLite baseline: {baseline:,.0f} rows/s (insert + result update, N={n})")
@@ -78,6 +88,23 @@ def main() -> None:
         f"({recheck_n / recheck_seconds:,.0f}/s); ratio to baseline {recheck_n / recheck_seconds / baseline:.3f}"
     )
     print(f"peak memory: {peak_mb:,.0f} MB")
+    print(
+        f"output kept: {printing_rate:,.0f} experiments/s printing one line against {quiet_rate:,.0f}/s printing "
+        f"nothing (best of 3, N={n}); printing costs {100 * (1 - printing_rate / quiet_rate):.1f}%"
+    )
+
+
+def output_rates(runner: ExperimentRunner, n: int) -> tuple[float, float]:
+    """Experiments/s of the trivial experiment and of one printing a line (its output kept), best of three each."""
+    rates: dict[str, list[float]] = {"quiet": [], "printing": []}
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        for attempt in range(3):
+            for name, experiment in [("quiet", trivial), ("printing", printing)]:
+                specifications = [{"seed": seed} for seed in range(n)]
+                start = time.perf_counter()
+                runner.run(f"{name}-{attempt}", specifications, experiment, show_progress=False)
+                rates[name].append(n / (time.perf_counter() - start))
+    return max(rates["quiet"]), max(rates["printing"])
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from types import TracebackType
 
 from smallab_db.run_output import OutputTail
 from smallab_db.worker_writes import RunLink
@@ -24,16 +22,18 @@ from smallab_db.worker_writes import RunLink
 WRITE_INTERVAL = 1.0  # seconds
 
 
-@dataclass(eq=False)
 class _LiveRun:
     """One run's tail as the writer sees it; ``lock`` is held while its output is written."""
 
-    link: RunLink
-    tail: OutputTail
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    seen: bool = False  # the writer woke up once already while the run went on
-    written_version: int = 0
-    ended: bool = False
+    __slots__ = ("link", "tail", "lock", "seen", "written_version", "ended")
+
+    def __init__(self, link: RunLink, tail: OutputTail) -> None:
+        self.link = link
+        self.tail = tail
+        self.lock = threading.Lock()
+        self.seen = False  # the writer woke up once already while the run went on
+        self.written_version = 0
+        self.ended = False
 
 
 class _Writer:
@@ -42,14 +42,17 @@ class _Writer:
     def __init__(self) -> None:
         self._runs: set[_LiveRun] = set()
         self._lock = threading.Lock()
-        self._pid: int | None = None  # the process the thread runs in: a forked child starts its own
+        self._started = False
+
+    def forget_inherited(self) -> None:
+        """In a forked child: the thread is the parent's, and so are the runs."""
+        self.__init__()  # type: ignore[misc]
 
     def add(self, run: _LiveRun) -> None:
         with self._lock:
-            if self._pid != os.getpid():
-                self._runs = set()
-                self._pid = os.getpid()
+            if not self._started:
                 threading.Thread(target=self._write_forever, name="smallab-db output writer", daemon=True).start()
+                self._started = True
             self._runs.add(run)
 
     def remove(self, run: _LiveRun) -> None:
@@ -85,14 +88,17 @@ class _Writer:
 
 
 _writer = _Writer()
+os.register_at_fork(after_in_child=_writer.forget_inherited)
 
 
-@contextmanager
-def kept_live(link: RunLink, tail: OutputTail) -> Iterator[None]:
+class kept_live:  # noqa: N801  (a context manager, named as one made with contextlib; a class, as it is cheaper)
     """Write ``tail`` as the output of run ``link`` about every second while the block runs and it changes."""
-    run = _LiveRun(link, tail)
-    _writer.add(run)
-    try:
-        yield
-    finally:
-        _writer.remove(run)
+
+    def __init__(self, link: RunLink, tail: OutputTail) -> None:
+        self._run = _LiveRun(link, tail)
+
+    def __enter__(self) -> None:
+        _writer.add(self._run)
+
+    def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
+        _writer.remove(self._run)

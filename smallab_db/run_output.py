@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -97,15 +98,18 @@ def split_dropped(stored: str) -> tuple[int, str]:
 _current_tail: ContextVar[OutputTail | None] = ContextVar("smallab_db_current_tail", default=None)
 
 
-@contextmanager
-def keeping_output(tail: OutputTail) -> Iterator[None]:
+class keeping_output:  # noqa: N801  (a context manager, named as one made with contextlib; a class, as it is cheaper)
     """Keep in ``tail`` what the block, in this thread or context, writes to standard output and error and logs."""
-    _install()
-    token = _current_tail.set(tail)
-    try:
-        yield
-    finally:
-        _current_tail.reset(token)
+
+    def __init__(self, tail: OutputTail) -> None:
+        self._tail = tail
+
+    def __enter__(self) -> None:
+        _install()
+        self._token = _current_tail.set(self._tail)
+
+    def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
+        _current_tail.reset(self._token)
 
 
 @contextmanager
