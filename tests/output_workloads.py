@@ -4,7 +4,9 @@ keep."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from smallab_db import ExperimentRunner, specification_hash
+from smallab_db.database import create_engine, resolve_url
+from smallab_db.schema import runs
 
 LINES = 5  # lines each stream gets from :func:`talk`
 LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - talk - WARNING - (.*)$", re.MULTILINE)
@@ -52,6 +56,21 @@ def print_wait_print(specification: dict[str, Any]) -> dict[str, Any]:
     while not Path(specification["go"]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     print("second", flush=True)
+    return {}
+
+
+def print_then_die(specification: dict[str, Any]) -> dict[str, Any]:
+    """Print a line, wait (at most 120 s) until some run's output is in the database ``specification["database"]``,
+    then die by SIGKILL, as the out-of-memory killer kills."""
+    print("about to die", flush=True)
+    engine = create_engine(resolve_url(specification["database"]))
+    query = sa.select(runs.c.id).where(runs.c.output.is_not(None))
+    deadline = time.monotonic() + 120
+    with engine.connect() as connection:
+        while connection.execute(query).first() is None and time.monotonic() < deadline:
+            connection.rollback()
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
     return {}
 
 

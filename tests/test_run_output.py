@@ -15,7 +15,7 @@ from typing import Any
 import processes
 import pytest
 from click.testing import CliRunner
-from output_workloads import expected_talk, outputs, shout, talk, talked, without_log_format
+from output_workloads import expected_talk, outputs, print_then_die, shout, talk, talked, without_log_format
 from workloads import Square
 
 from smallab_db import ExperimentRunner, specification_hash
@@ -44,17 +44,32 @@ def test_stdout_stderr_and_logging_are_kept_with_each_run(
 
 
 TEE = """
+import logging
 import sys
 from output_workloads import talk
 from smallab_db import ExperimentRunner
 with ExperimentRunner(sys.argv[1]) as runner:
     runner.run("tee", [{"seed": 7}], talk, show_progress=False)
+assert logging.root.handlers == [], "a handler was added: logging.basicConfig() would do nothing"
 """
+
+
+def test_a_run_whose_worker_died_keeps_what_it_wrote_while_it_ran(database_url: str) -> None:
+    """The worker dies (twice: the run is tried again alone) only once the run's output was written while it ran:
+    the failed run keeps it."""
+    runner = ExperimentRunner(database_url)
+    runner.on_specification_failure(None)
+    summary = runner.run(
+        "dies", [{"seed": 1, "database": database_url}], print_then_die, num_parallel=2, show_progress=False
+    )
+    assert [type(error).__name__ for error in summary.exceptions] == ["WorkerDiedError"]
+    assert list(outputs(runner, "dies").values()) == [("failed", "about to die\n")]
+    runner.close()
 
 
 def test_what_runs_write_still_reaches_the_terminal(sqlite_path: str) -> None:
     """The streams are teed: in a process without logging handlers, standard output and error show what they
-    showed before (a warning as its message alone), once, and the run keeps the same."""
+    showed before (a warning as its message alone), once, and the run keeps the same; no handler was added."""
     environment = {**os.environ, "PYTHONPATH": str(TESTS)}
     process = processes.run([sys.executable, "-c", TEE, sqlite_path], timeout=120, env=environment, text=True)
     assert process.returncode == 0, process.stderr
