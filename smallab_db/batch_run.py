@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from tqdm import tqdm
 
-from smallab_db import dispatch, specification
+from smallab_db import dispatch, run_output, specification
 from smallab_db.claims import Claims
 from smallab_db.execution import Runnable, RunTask
 from smallab_db.hooks.calling import HookCaller
@@ -78,6 +78,7 @@ class BatchRun:
             print(self._nothing_to_run(batch_id, len(set(completed))), file=sys.stderr)
         del specifications, completed  # the runs are in the database now; free the lists while the batch runs
         hooks = HookCaller()
+        run_output.install()
         progress = tqdm(
             total=pending,
             desc=self.name,

@@ -1,13 +1,13 @@
 """A run's output: the tail of what it writes to standard output and error and logs, kept while it runs and stored
 with its outcome in ``runs.output``.
 
-Standard output and error: the first run in a process replaces ``sys.stdout`` and ``sys.stderr`` by
+Standard output and error: the first batch or run in a process replaces ``sys.stdout`` and ``sys.stderr`` by
 :class:`RoutedStream` objects, which write everything to the original stream (the terminal sees it as before) and,
 when written during a run, to that run's :class:`OutputTail` too. The run is found through a context variable, set
 by :func:`keeping_output` in the thread that executes the run, so runs in threads of one process stay apart, and
 threads outside any run write only to the original stream.
 
-``logging``: the first run also wraps the log record factory; a record made during a run (at a level its logger
+``logging``: it also wraps the log record factory; a record made during a run (at a level its logger
 lets through) goes to the run's tail, formatted as :data:`LOG_FORMAT`, unless a handler will print it on a routed
 stream, which keeps it already (the record is kept once).
 
@@ -105,7 +105,7 @@ class keeping_output:  # noqa: N801  (a context manager, named as one made with 
         self._tail = tail
 
     def __enter__(self) -> None:
-        _install()
+        install()
         self._token = _current_tail.set(self._tail)
 
     def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -204,9 +204,10 @@ def _keeps(handler: logging.Handler, name: str) -> bool:
 _install_lock = threading.Lock()
 
 
-def _install() -> None:
+def install() -> None:
     """Route this process's standard output and error and its log records, unless they are already (again, when
-    something replaced them since)."""
+    something replaced them since). Runs do it; a batch does it first, so that its progress bar writes to the routed
+    standard error, which tqdm then knows as ``sys.stderr`` and clears before other lines are written."""
     if _installed():
         return
     with _install_lock:
