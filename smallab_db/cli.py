@@ -131,7 +131,7 @@ def query(arguments: tuple[str, ...], as_csv: bool, as_json: bool, timeout: str 
         raise UsageError("choose one of --csv and --json")
     url, sql = url_and_last(arguments, "query", "one SQL statement", "quote the SQL")
     if not sql.strip():
-        raise UsageError('the SQL statement is empty: give one read-only query, such as "SELECT * FROM run_details"')
+        raise UsageError("the SQL statement is empty: give one read-only query, such as \"SELECT * FROM run_details\"")
     seconds = None if timeout is None else _positive_seconds(timeout)
     try:
         with read_only_query(resolve_url(url), sql, seconds) as result:

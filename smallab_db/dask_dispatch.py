@@ -9,7 +9,7 @@ scheduler's ``allowed-failures``) fails with a :class:`WorkerDiedError` while th
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from smallab_db.errors import MissingDependencyError, UsageError, WorkerDiedErro
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
 from smallab_db.records import Outcome, utc_now
-from smallab_db.worker_writes import RunLink
+from smallab_db.worker_writes import LinkOf
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -72,7 +72,7 @@ def dask_client(backend: Any) -> Client | None:
 def outcomes(
     main: Runnable,
     claims: Iterator[tuple[int, Specification]],
-    link: Callable[[int], RunLink],
+    link: LinkOf,
     num_parallel: int | None,
     client: Client,
 ) -> Generator[Outcome, None, None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import joblib.parallel
@@ -17,9 +17,7 @@ from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
 from smallab_db.records import Outcome, utc_now
-from smallab_db.worker_writes import RunLink
-
-LinkOf = Callable[[int], RunLink]  # the link of a claimed run, from its id
+from smallab_db.worker_writes import LinkOf, RunLink
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
 _CAUSES = {

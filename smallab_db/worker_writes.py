@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,3 +128,6 @@ class RunLink:
                 f"run {self.run_id} was taken over by another runner (its lease had lapsed) or deleted while it ran; "
                 "this execution stopped without writing anything more, and the other runner's outcome counts"
             )
+
+
+LinkOf = Callable[[int], RunLink]  # the link of a claimed run, from its id: what dispatching hands each run
