@@ -3,7 +3,8 @@ it as it comes.
 
 One thread per process wakes every :data:`WRITE_INTERVAL` seconds and writes the tail of each run that has gone on
 since its previous wake-up and whose output changed since it last wrote it: a run shorter than that is written only
-with its outcome, so trivial experiments pay nothing but the registration. The writes go through
+with its outcome. A run is handed to the thread at its first output, so one that writes nothing costs next to
+nothing here. The writes go through
 :mod:`smallab_db.worker_writes`, so nothing is written once the run's claim is lost, and a write that fails is
 simply tried again at the next wake-up: the outcome stores the whole tail in any case. Once :func:`kept_live`
 ends, no write of its run is under way or will start.
@@ -50,6 +51,8 @@ class _Writer:
 
     def add(self, run: _LiveRun) -> None:
         with self._lock:
+            if run.ended:  # a thread of the experiment wrote its first line after the run
+                return
             if not self._started:
                 threading.Thread(target=self._write_forever, name="smallab-db output writer", daemon=True).start()
                 self._started = True
@@ -57,9 +60,10 @@ class _Writer:
 
     def remove(self, run: _LiveRun) -> None:
         with self._lock:
-            self._runs.discard(run)
-        with run.lock:  # waits for a write of this run under way
             run.ended = True
+            self._runs.discard(run)
+        with run.lock:  # waits for a write of this run under way; the next ones see that it ended
+            pass
 
     def _write_forever(self) -> None:
         while True:
@@ -98,7 +102,11 @@ class kept_live:  # noqa: N801  (a context manager, named as one made with conte
         self._run = _LiveRun(link, tail)
 
     def __enter__(self) -> None:
+        self._run.tail.on_first_write = self._first_output
+
+    def _first_output(self) -> None:
         _writer.add(self._run)
 
     def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._run.tail.on_first_write = None
         _writer.remove(self._run)

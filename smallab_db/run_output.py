@@ -56,12 +56,14 @@ class OutputTail:
         self._dropped = 0
         self._lock = threading.Lock()
         self.version = 0  # how many writes it had: changed output has a new version
+        self.on_first_write: Callable[[], None] | None = None  # called after the first write
 
     def write(self, text: str) -> None:
         """Append ``text``, dropping the oldest characters beyond the limit."""
         text = storable_text(text)  # here, so that the kept characters are the stored ones
         with self._lock:
             self.version += 1
+            first = self.version == 1
             self._chunks.append(text)
             self._size += len(text)
             while self._size > self._limit:
@@ -74,6 +76,8 @@ class OutputTail:
                 else:
                     self._size -= len(oldest)
                     self._dropped += len(oldest)
+        if first and self.on_first_write is not None:
+            self.on_first_write()
 
     def text(self) -> str | None:
         """Return what is kept, in a form every database stores, or None when nothing was written."""
