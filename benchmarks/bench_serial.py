@@ -7,11 +7,14 @@ Prints:
   work on the same schema (hash each specification, insert it pending, claim it, call ``main``, store its result,
   in transactions of 1,000 rows), and against smallab 2.3.1's ``MainRunner`` on SMALLAB_N specifications;
 - the seconds to re-check RECHECK_N completed specifications (a second run of the same batch);
-- the peak memory of the process.
+- the peak memory of the process;
+- the cost of keeping each run's output: N runs of an experiment printing one line (to a standard output sent to
+  /dev/null) against N runs of the trivial one, each measured three times, best of three.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +35,11 @@ TIMESTAMP = "2026-01-01 00:00:00.000000"
 
 
 def trivial(specification: dict[str, Any]) -> dict[str, Any]:
+    return {"x": specification["seed"]}
+
+
+def printing(specification: dict[str, Any]) -> dict[str, Any]:
+    print("seed", specification["seed"])
     return {"x": specification["seed"]}
 
 
@@ -134,6 +142,7 @@ def main() -> None:
         summary = runner.run("recheck", big, trivial, show_progress=False)
         recheck_seconds = time.perf_counter() - start
         assert summary.skipped == recheck_n
+        quiet_rate, printing_rate = output_rates(runner, n)
         runner.close()
         smallab = smallab_main_runner(folder, smallab_n)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -145,6 +154,23 @@ def main() -> None:
     )
     print(f"re-run: {recheck_n:,} completed specifications re-checked in {recheck_seconds:.3f} s")
     print(f"peak memory: {peak_mb:,.0f} MB")
+    print(
+        f"output kept: {printing_rate:,.0f} experiments/s printing one line against {quiet_rate:,.0f}/s printing "
+        f"nothing (best of 3, N={n}); printing costs {100 * (1 - printing_rate / quiet_rate):.1f}%"
+    )
+
+
+def output_rates(runner: ExperimentRunner, n: int) -> tuple[float, float]:
+    """Experiments/s of the trivial experiment and of one printing a line (its output kept), best of three each."""
+    rates: dict[str, list[float]] = {"quiet": [], "printing": []}
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        for attempt in range(3):
+            for name, experiment in [("quiet", trivial), ("printing", printing)]:
+                specifications = [{"seed": seed} for seed in range(n)]
+                start = time.perf_counter()
+                runner.run(f"{name}-{attempt}", specifications, experiment, show_progress=False)
+                rates[name].append(n / (time.perf_counter() - start))
+    return max(rates["quiet"]), max(rates["printing"])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ pending runs until none is left."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -10,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import URL
 from tqdm import tqdm
 
-from smallab_db import dispatch, specification
+from smallab_db import dispatch, run_output, specification
 from smallab_db.claims import Claims
 from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
@@ -26,6 +28,7 @@ from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
+from smallab_db.worker_writes import RunLink
 
 REGISTER_CHUNK = 20_000  # specifications per registering transaction
 SCAN_FACTOR = 4  # read a batch's runs in one pass when they are at most this many per specification
@@ -49,6 +52,7 @@ class BatchRun:
     """The settings of one call of :meth:`ExperimentRunner.run`; :meth:`run` carries it out."""
 
     store: RunStore
+    database: URL  # the store's URL, with its password: workers connect with it
     name: str
     main: Runnable
     lease_seconds: float
@@ -77,6 +81,7 @@ class BatchRun:
             print(self._nothing_to_run(batch_id, len(set(completed))), file=sys.stderr)
         del specifications, completed  # the runs are in the database now; free the lists while the batch runs
         hooks = HookCaller()
+        run_output.install()
         progress = tqdm(
             total=pending,
             desc=self.name,
@@ -145,10 +150,10 @@ class BatchRun:
         )
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         keeper.start()
-        main = self.main.claimed_by(owner.token) if isinstance(self.main, RunTask) else self.main
+        link = functools.partial(RunLink, self.database, token=owner.token)
         # Stopping at the first failure runs nothing past it: runs go to workers one by one.
         max_chunk = 1 if self.stop_at_first_failure else MAX_CHUNK
-        outcomes = dispatch.outcomes(main, claims, self.num_parallel, self.backend, max_chunk)
+        outcomes = dispatch.outcomes(self.main, claims, link, self.num_parallel, self.backend, max_chunk)
         unknown_claims = 0
         interrupted = False
         first_failure: Outcome | None = None

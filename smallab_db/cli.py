@@ -398,4 +398,4 @@ def database_url(url: str | None) -> URL:
     return resolved
 
 
-from smallab_db import cli_report, cli_run, cli_watch  # noqa: E402, F401  (register their commands on main)
+from smallab_db import cli_logs, cli_report, cli_run, cli_watch  # noqa: E402, F401  (register their commands on main)

@@ -20,6 +20,7 @@ from smallab_db.errors import MissingDependencyError, UsageError, WorkerDiedErro
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
 from smallab_db.records import Outcome, utc_now
+from smallab_db.worker_writes import LinkOf
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -69,13 +70,18 @@ def dask_client(backend: Any) -> Client | None:
 
 
 def outcomes(
-    main: Runnable, claims: Iterator[tuple[int, Specification]], num_parallel: int | None, client: Client
+    main: Runnable,
+    claims: Iterator[tuple[int, Specification]],
+    link: LinkOf,
+    num_parallel: int | None,
+    client: Client,
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification as a task on ``client``'s cluster and yield its outcome as it finishes.
 
     Args:
         main: the experiment's callable, sent to the workers with each run.
         claims: the claimed runs, consumed as tasks finish.
+        link: the link of a claimed run (see :mod:`smallab_db.worker_writes`), which travels with it.
         num_parallel: how many runs are on the cluster at once; None: as many as its workers have threads.
         client: the cluster's client.
     """
@@ -90,7 +96,7 @@ def outcomes(
         if claimed is not None:
             run_id, specification = claimed
             # main travels with each task (not scattered once): data held only by workers that died would be lost
-            future = client.submit(execute, main, run_id, specification, True, pure=False)
+            future = client.submit(execute, main, link(run_id), specification, True, pure=False)
             submitted[future] = (run_id, utc_now())
             finished.add(future)
 

@@ -18,6 +18,7 @@ from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
 from smallab_db.pace import MAX_CHUNK, Pace
 from smallab_db.records import Outcome, utc_now
+from smallab_db.worker_writes import LinkOf, RunLink
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
 _CAUSES = {
@@ -46,7 +47,12 @@ def check_backend(backend: Any) -> None:
 
 
 def outcomes(
-    main: Runnable, claims: Claims, num_parallel: int | None, backend: str | None, max_chunk: int = MAX_CHUNK
+    main: Runnable,
+    claims: Claims,
+    link: LinkOf,
+    num_parallel: int | None,
+    backend: str | None,
+    max_chunk: int = MAX_CHUNK,
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -57,6 +63,7 @@ def outcomes(
     Args:
         main: the experiment's callable.
         claims: the claimed runs, consumed lazily.
+        link: the link of a claimed run (see :mod:`smallab_db.worker_writes`), which travels with it.
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
         backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky. Dask runs
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
@@ -64,11 +71,11 @@ def outcomes(
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
-            yield execute(main, run_id, specification, in_worker=False)
+            yield execute(main, link(run_id), specification, in_worker=False)
         return
     client = dask_dispatch.dask_client(backend)
     if client is not None:
-        yield from dask_dispatch.outcomes(main, iter(claims), num_parallel, client)
+        yield from dask_dispatch.outcomes(main, iter(claims), link, num_parallel, client)
         return
     pace = Pace(max_chunk)
     while True:
@@ -80,32 +87,32 @@ def outcomes(
         )
         chunks = pace.chunks(iter(claims))
         try:
-            for chunk_outcomes in parallel(delayed(execute_chunk)(main, chunk) for chunk in chunks):
+            for chunk_outcomes in parallel(delayed(execute_chunk)(main, link, chunk) for chunk in chunks):
                 pace.measure(chunk_outcomes)
                 yield from chunk_outcomes
             return
         except TerminatedWorkerError:
             for run_id, specification in claims.in_flight():
-                yield _execute_alone(main, run_id, specification)
+                yield _execute_alone(main, link(run_id), specification)
 
 
-def execute_chunk(main: Runnable, chunk: list[tuple[int, Specification]]) -> list[Outcome]:
+def execute_chunk(main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]]) -> list[Outcome]:
     """Execute a chunk of runs one after the other in a worker process; return their outcomes."""
-    return [execute(main, run_id, specification, in_worker=True) for run_id, specification in chunk]
+    return [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
 
 
-def _execute_alone(main: Runnable, run_id: int, specification: Specification) -> Outcome:
+def _execute_alone(main: Runnable, link: RunLink, specification: Specification) -> Outcome:
     """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
     started_at = utc_now()
     try:
-        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, run_id, specification, True)])
+        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, link, specification, True)])
         assert isinstance(outcome, Outcome)
     except TerminatedWorkerError as error:
         died = WorkerDiedError(
             f"the worker process running this specification died twice, the second time running it alone: "
             f"{worker_death_cause(str(error))}"
         )
-        outcome = failure(run_id, started_at, died, in_worker=False)
+        outcome = failure(link.run_id, started_at, died, in_worker=False)
     outcome.executions = 2
     return outcome
 

@@ -1,5 +1,7 @@
-"""Running one specification: what a worker (in-process, thread, process or Dask) does. No database here (a
-:class:`RunTask` checkpoints through :mod:`smallab_db.worker_writes`, the one exception, documented there)."""
+"""Running one specification: what a worker (in-process, thread, process or Dask) does, keeping what the run writes
+and logs as its output (:mod:`smallab_db.run_output`). No database here, but for what a running run writes through
+:mod:`smallab_db.worker_writes`, the one exception, documented there: its output so far
+(:mod:`smallab_db.live_output`), and a :class:`RunTask`'s checkpoints and progress."""
 
 from __future__ import annotations
 
@@ -12,21 +14,20 @@ from typing import Any
 from smallab_db.codec import queryable_json, storable_text
 from smallab_db.errors import ExperimentError, RemoteExperimentError
 from smallab_db.experiment import ExperimentMain, Specification
+from smallab_db.live_output import kept_live
 from smallab_db.records import Outcome, utc_now
-from smallab_db.run_output import OutputTail
+from smallab_db.run_output import OutputTail, keeping_output
+from smallab_db.worker_writes import RunLink
 
 
 class RunTask(abc.ABC):
     """An experiment callable that needs to know which claimed run it executes, to checkpoint it, report its
-    progress and keep its output (smallab 2.x experiments, see :mod:`smallab_db.run_task`)."""
+    progress and keep its logs (smallab 2.x experiments, see :mod:`smallab_db.run_task`)."""
 
     @abc.abstractmethod
-    def claimed_by(self, token: str) -> RunTask:
-        """Return the task for runs claimed with ``token`` (its writes are checked against it)."""
-
-    @abc.abstractmethod
-    def run(self, run_id: int, specification: Specification, output: OutputTail) -> Any:
-        """Run one specification, writing what it logs to ``output``; return its result."""
+    def run(self, link: RunLink, specification: Specification, output: OutputTail) -> Any:
+        """Run one specification as the claimed run ``link``, writing what it logs to ``output``; return its
+        result."""
 
     def check_result(self, result: Any) -> None:
         """Raise :class:`ExperimentError` unless ``result`` can be stored as the run's result: a dict."""
@@ -36,22 +37,36 @@ class RunTask(abc.ABC):
 Runnable = ExperimentMain | RunTask
 
 
-def execute(main: Runnable, run_id: int, specification: Specification, in_worker: bool) -> Outcome:
-    """Run ``main(specification)`` and capture its result or its failure; never raises for the experiment's errors.
+def execute(main: Runnable, link: RunLink, specification: Specification, in_worker: bool) -> Outcome:
+    """Run ``main(specification)`` and capture its result or its failure, and its output; never raises for the
+    experiment's errors.
 
     Args:
         main: the experiment's callable, or a :class:`RunTask`.
-        run_id: the run's id, passed back in the outcome.
+        link: the claimed run: its id is passed back in the outcome; its output is written while it runs.
         specification: what to run.
         in_worker: the outcome travels back from another process, so it must not carry the result object twice
             nor an exception that cannot be pickled.
     """
     started_at = utc_now()
-    output: OutputTail | None = None
+    output = OutputTail()
+    with keeping_output(output), kept_live(link, output):
+        outcome = _outcome(main, link, specification, in_worker, output, started_at)
+    outcome.output = output.text()
+    return outcome
+
+
+def _outcome(
+    main: Runnable,
+    link: RunLink,
+    specification: Specification,
+    in_worker: bool,
+    output: OutputTail,
+    started_at: datetime,
+) -> Outcome:
     try:
         if isinstance(main, RunTask):
-            output = OutputTail()
-            result = main.run(run_id, specification, output)
+            result = main.run(link, specification, output)
             main.check_result(result)
         else:
             result = main(specification)
@@ -61,18 +76,15 @@ def execute(main: Runnable, run_id: int, specification: Specification, in_worker
         except Exception as error:
             raise ExperimentError(_unpicklable_result_message(error)) from error
     except (Exception, SystemExit) as error:
-        outcome = failure(run_id, started_at, error, in_worker)
-    else:
-        outcome = Outcome(
-            run_id=run_id,
-            started_at=started_at,
-            finished_at=utc_now(),
-            result_pickle=result_pickle,
-            result_json=queryable_json(result),
-            result=None if in_worker else result,
-        )
-    outcome.output = output.text() if output is not None else None
-    return outcome
+        return failure(link.run_id, started_at, error, in_worker)
+    return Outcome(
+        run_id=link.run_id,
+        started_at=started_at,
+        finished_at=utc_now(),
+        result_pickle=result_pickle,
+        result_json=queryable_json(result),
+        result=None if in_worker else result,
+    )
 
 
 def check_result_is_dict(result: Any) -> None:

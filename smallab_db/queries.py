@@ -120,6 +120,12 @@ class RunQueries:
         with self._reading() as connection:
             return list(connection.execute(query).scalars())
 
+    def run_output(self, run_id: int) -> Row[Any] | None:
+        """Return the run's ``status``, ``attempts`` and ``output``, or None when it no longer exists."""
+        query = select(runs.c.status, runs.c.attempts, runs.c.output).where(runs.c.id == run_id)
+        with self._reading() as connection:
+            return cast("Row[Any] | None", connection.execute(query).one_or_none())
+
     def running_progress(self, batch_id: int) -> list[Row[Any]]:
         """Return ``(id, specification, progress, progress_total)`` of the batch's running runs (of every runner), in
         id order."""

@@ -1,24 +1,38 @@
-"""A run's output: the tail of what it logged, kept while it runs and stored with its outcome in ``runs.output``.
+"""A run's output: the tail of what it writes to standard output and error and logs, kept while it runs and stored
+with its outcome in ``runs.output``.
+
+Standard output and error: the first batch or run in a process replaces ``sys.stdout`` and ``sys.stderr`` by
+:class:`RoutedStream` objects, which write everything to the original stream (the terminal sees it as before) and,
+when written during a run, to that run's :class:`OutputTail` too. The run is found through a context variable, set
+by :func:`keeping_output` in the thread that executes the run, so runs in threads of one process stay apart, and
+threads outside any run write only to the original stream.
+
+``logging``: it also wraps the log record factory; a record made during a run (at a level its logger
+lets through) goes to the run's tail, formatted as :data:`LOG_FORMAT`, unless a handler will print it on a routed
+stream, which keeps it already (the record is kept once).
 
 smallab 2.x experiments log to the logger named by ``get_logger_name()`` (``smallab.<name>``). While a run goes on,
 one handler on the ``smallab`` logger of the process routes each record of that logger (and of its children) to the
-run: into its :class:`OutputTail`, into its 2.x log file, and to standard error when asked. Routing by logger name
-keeps runs apart when several run in threads of one process, and creates no logger per run.
+run: into its tail, into its 2.x log file, and to standard error when asked. Routing by logger name creates no
+logger per run.
 
 The tail keeps the newest :data:`MAX_OUTPUT_CHARACTERS` characters; when older ones were dropped, the stored text
-begins with a line saying how many. A later change can write the run's standard output and error into the same tail.
+begins with a line saying how many (see :func:`split_dropped`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TextIO
+from types import TracebackType
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -27,6 +41,9 @@ from smallab_db.codec import storable_text
 MAX_OUTPUT_CHARACTERS = 1_000_000
 RUN_LOGGERS = "smallab"  # smallab 2.x's logger names: "smallab." + get_name(specification)
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # smallab 2.x's format
+_DROPPED = re.compile(
+    r"\[smallab-db: the first (\d+) characters of this run's output were dropped; the last \d+ are kept\]\n"
+)
 
 
 class OutputTail:
@@ -38,10 +55,15 @@ class OutputTail:
         self._size = 0
         self._dropped = 0
         self._lock = threading.Lock()
+        self.version = 0  # how many writes it had: changed output has a new version
+        self.on_first_write: Callable[[], None] | None = None  # called after the first write
 
     def write(self, text: str) -> None:
         """Append ``text``, dropping the oldest characters beyond the limit."""
+        text = storable_text(text)  # here, so that the kept characters are the stored ones
         with self._lock:
+            self.version += 1
+            first = self.version == 1
             self._chunks.append(text)
             self._size += len(text)
             while self._size > self._limit:
@@ -54,6 +76,8 @@ class OutputTail:
                 else:
                     self._size -= len(oldest)
                     self._dropped += len(oldest)
+        if first and self.on_first_write is not None:
+            self.on_first_write()
 
     def text(self) -> str | None:
         """Return what is kept, in a form every database stores, or None when nothing was written."""
@@ -66,7 +90,146 @@ class OutputTail:
                     f"[smallab-db: the first {self._dropped} characters of this run's output were dropped; "
                     f"the last {self._limit} are kept]\n{kept}"
                 )
-        return storable_text(kept)
+        return kept
+
+
+def split_dropped(stored: str) -> tuple[int, str]:
+    """Split a stored output into how many characters were dropped from its start, and the characters kept."""
+    match = _DROPPED.match(stored)
+    return (int(match.group(1)), stored[match.end() :]) if match else (0, stored)
+
+
+_current_tail: ContextVar[OutputTail | None] = ContextVar("smallab_db_current_tail", default=None)
+
+
+class keeping_output:  # noqa: N801  (a context manager, named as one made with contextlib; a class, as it is cheaper)
+    """Keep in ``tail`` what the block, in this thread or context, writes to standard output and error and logs."""
+
+    def __init__(self, tail: OutputTail) -> None:
+        self._tail = tail
+
+    def __enter__(self) -> None:
+        install()
+        self._token = _current_tail.set(self._tail)
+
+    def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
+        _current_tail.reset(self._token)
+
+
+@contextmanager
+def _not_kept() -> Iterator[None]:
+    """Write the block's output only to where it goes anyway (it was kept already)."""
+    token = _current_tail.set(None)
+    try:
+        yield
+    finally:
+        _current_tail.reset(token)
+
+
+class RoutedStream:
+    """``sys.stdout`` or ``sys.stderr`` once a run started in the process: writes go to the original stream and, during
+    a run, to its tail. Everything else (``isatty``, ``fileno``, ``encoding``...) is the original stream's."""
+
+    def __init__(self, original: TextIO | None) -> None:
+        self.original = original  # None when the process has no such stream (started with 2>&-, say)
+
+    def write(self, text: str) -> int:
+        tail = _current_tail.get()
+        if tail is None:
+            return len(text) if self.original is None else self.original.write(text)
+        tail.write(text)
+        if self.original is None:
+            return len(text)
+        with _not_kept():  # a stream that wraps this one and is wrapped by another must not keep it twice
+            return self.original.write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self.original is not None:
+            self.original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+class _RecordKeeper:
+    """The log record factory once a run started in the process, around the one before it: it also writes the
+    records made during a run to the run's tail, unless a handler will print them on a routed stream."""
+
+    def __init__(self, wrapped: Callable[..., logging.LogRecord]) -> None:
+        self.wrapped = wrapped
+        self.formatter = logging.Formatter(LOG_FORMAT)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        tail = _current_tail.get()
+        if tail is None:
+            return self.wrapped(*args, **kwargs)
+        with _not_kept():  # a factory that wraps this one and is wrapped by another must not keep it twice
+            record = self.wrapped(*args, **kwargs)
+        if not _printed_on_routed_stream(record):
+            try:
+                line = self.formatter.format(record)
+            except Exception:  # arguments that do not fit the message: logging reports it when a handler formats it
+                line = f"{record.name} - {record.levelname} - {record.msg!r} {record.args!r}"
+            tail.write(line + "\n")
+        return record
+
+
+def _printed_on_routed_stream(record: logging.LogRecord) -> bool:
+    """Whether a handler that ``record`` reaches writes it to a :class:`RoutedStream` or to a run's tail."""
+    logger: logging.Logger | None = logging.getLogger(record.name) if record.name != "root" else logging.root
+    found = False
+    while logger is not None:
+        for handler in logger.handlers:
+            found = True
+            if record.levelno >= handler.level and _keeps(handler, record.name):
+                return True
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    last_resort = logging.lastResort  # what prints a record no handler takes: on sys.stderr, read at each record
+    return (
+        not found
+        and last_resort is not None
+        and record.levelno >= last_resort.level
+        and isinstance(sys.stderr, RoutedStream)
+    )
+
+
+def _keeps(handler: logging.Handler, name: str) -> bool:
+    if isinstance(handler, _Router):
+        return bool(handler.targets(name))
+    return isinstance(handler, logging.StreamHandler) and isinstance(handler.stream, RoutedStream)
+
+
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Route this process's standard output and error and its log records, unless they are already (again, when
+    something replaced them since). Runs do it; a batch does it first, so that its progress bar writes to the routed
+    standard error, which tqdm then knows as ``sys.stderr`` and clears before other lines are written."""
+    if _installed():
+        return
+    with _install_lock:
+        if not isinstance(sys.stdout, RoutedStream):
+            sys.stdout = RoutedStream(sys.stdout)
+        if not isinstance(sys.stderr, RoutedStream):
+            sys.stderr = RoutedStream(sys.stderr)
+        factory = logging.getLogRecordFactory()
+        if not isinstance(factory, _RecordKeeper):
+            logging.setLogRecordFactory(_RecordKeeper(factory))
+
+
+def _installed() -> bool:
+    return (
+        isinstance(sys.stdout, RoutedStream)
+        and isinstance(sys.stderr, RoutedStream)
+        and isinstance(logging.getLogRecordFactory(), _RecordKeeper)
+    )
 
 
 class _RunLog:
@@ -86,7 +249,8 @@ class _RunLog:
             self.file.write(line + "\n")
             self.file.flush()
         if self.echo:
-            tqdm.write(line, file=sys.stderr)
+            with _not_kept():
+                tqdm.write(line, file=sys.stderr)
 
 
 class _Router(logging.Handler):
@@ -99,7 +263,7 @@ class _Router(logging.Handler):
         self._runs_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        targets = self._targets(record.name)
+        targets = self.targets(record.name)
         if not targets:
             return
         try:
@@ -109,7 +273,8 @@ class _Router(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def _targets(self, name: str) -> list[_RunLog]:
+    def targets(self, name: str) -> list[_RunLog]:
+        """The runs that records of logger ``name`` go to."""
         with self._runs_lock:
             while name:
                 if name in self.runs:

@@ -10,14 +10,11 @@ step by step (:mod:`smallab_db.checkpointing`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy.engine import URL
 
 from smallab_db import checkpointing
 from smallab_db.errors import ExperimentError
@@ -52,28 +49,21 @@ class Smallab2Task(RunTask):
     Attributes:
         experiment: the experiment given to ``run``; each run deep-copies it.
         folder: the call's ``experiment_runs/<name>`` paths.
-        database: the database URL, for the checkpoints and progress the worker writes.
         echo_logs: also print what runs log to standard error (``use_dashboard=False``, as in 2.x).
         resources: the resources to hand out, if any.
-        token: the claim token of the runs, set by :meth:`claimed_by`.
     """
 
     experiment: ExperimentBase
     folder: RunFolder
-    database: URL
     echo_logs: bool
     resources: ResourceSlots | None = None
-    token: str = ""
-
-    def claimed_by(self, token: str) -> Smallab2Task:
-        return dataclasses.replace(self, token=token)
 
     def check_result(self, result: Any) -> None:
         if isinstance(self.experiment, OverlappingOutputCheckpointedExperiment) and result == []:
             return  # the run of the given specification completes with [] once its outputs are stored, as in 2.x
         check_result_is_dict(result)
 
-    def run(self, run_id: int, specification: Specification, output: OutputTail) -> Any:
+    def run(self, link: RunLink, specification: Specification, output: OutputTail) -> Any:
         experiment = copy.deepcopy(self.experiment)
         run_name = experiment.get_name(specification)
         logger_name = f"{RUN_LOGGERS}.{run_name}"
@@ -81,7 +71,6 @@ class Smallab2Task(RunTask):
         experiment.set_logging_folder(self.folder.logs_folder)
         experiment.set_experiment_local_storage(self.folder.experiment_storage)
         experiment.set_specification_local_storage(self.folder.specification_storage(run_name))
-        link = RunLink(self.database, run_id, self.token)
         try:
             with capturing(logger_name, output, self.folder.log_file(run_name), self.echo_logs):
                 try:

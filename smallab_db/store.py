@@ -57,7 +57,8 @@ class RunStore(RunQueries):
                 error_type=bindparam("b_error_type"),
                 error_message=bindparam("b_error_message"),
                 traceback=bindparam("b_traceback"),
-                output=bindparam("b_output"),
+                # None keeps what the run wrote while it ran: the output of a worker that died
+                output=func.coalesce(bindparam("b_output", type_=runs.c.output.type), runs.c.output),
             ),
             engine.dialect,
         )
@@ -81,6 +82,7 @@ class RunStore(RunQueries):
                 lease_expires_at=self._lease_end_expression(),
                 started_at=bindparam("b_started"),
                 finished_at=None,
+                output=None,
             )
             .returning(runs.c.id, runs.c.specification)
         )
@@ -435,6 +437,11 @@ class RunStore(RunQueries):
         """Store a run's latest ``(progress, total)`` while ``token`` holds its claim; return whether it does."""
         statement = update(runs).where(_held(run_id, token)).values(progress=progress, progress_total=total)
         return self._write(lambda connection: connection.execute(statement).rowcount == 1, "storing progress")
+
+    def write_output(self, run_id: int, token: str, output: str | None) -> bool:
+        """Store a running run's output so far while ``token`` holds its claim; return whether it does."""
+        statement = update(runs).where(_held(run_id, token)).values(output=output)
+        return self._write(lambda connection: connection.execute(statement).rowcount == 1, "storing output")
 
     def save_checkpoint(self, run_id: int, token: str, state: bytes, keep: int) -> bool:
         """Add a checkpoint of a run and drop all but its ``keep`` newest, while ``token`` holds the run's claim.

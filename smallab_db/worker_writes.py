@@ -1,5 +1,6 @@
-"""What a worker writes to the database while its run goes on: progress, checkpoints, and the runs an
-overlapping-output experiment produces on the way. Nothing else in a worker touches the database.
+"""What a worker writes to the database while its run goes on: progress, checkpoints, the runs an
+overlapping-output experiment produces on the way, and the run's output so far (:mod:`smallab_db.live_output`).
+Nothing else in a worker touches the database.
 
 Why workers write at all: a checkpoint must outlive the worker that made it (a killed process, a crashed machine),
 and the runner that resumes the run, on any machine sharing the database, must find it there; an output run must be
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,10 @@ class RunLink:
         """
         self._held(_store_for(self.database).store_outputs(self.run_id, self.token, produced))
 
+    def write_output(self, output: str | None) -> bool:
+        """Store the run's output so far; return whether the claim is still held (if not, nothing was written)."""
+        return _store_for(self.database).write_output(self.run_id, self.token, output)
+
     def checkpoint_states(self) -> list[bytes]:
         """Return the run's checkpoints, newest first."""
         return _store_for(self.database).checkpoint_states(self.run_id)
@@ -123,3 +128,6 @@ class RunLink:
                 f"run {self.run_id} was taken over by another runner (its lease had lapsed) or deleted while it ran; "
                 "this execution stopped without writing anything more, and the other runner's outcome counts"
             )
+
+
+LinkOf = Callable[[int], RunLink]  # the link of a claimed run, from its id: what dispatching hands each run

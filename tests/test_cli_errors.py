@@ -74,7 +74,7 @@ def test_with_the_debug_variable_an_unexpected_exception_propagates(
     assert isinstance(result.exception, RuntimeError) and str(result.exception) == "a bug"
 
 
-@pytest.mark.parametrize("command", ["runs", "retry", "rm", "show", "export", "watch", "report"])
+@pytest.mark.parametrize("command", ["runs", "retry", "rm", "show", "logs", "export", "watch", "report"])
 def test_a_batch_name_that_is_not_utf8_is_one_error_line_and_changes_nothing(tmp_path: Path, command: str) -> None:
     """``--batch $'caf\\xe9'`` (Latin-1 bytes): one ``Error:`` line naming the name and the fix, status 1, the
     database's bytes unchanged and nothing exported."""
@@ -83,6 +83,7 @@ def test_a_batch_name_that_is_not_utf8_is_one_error_line_and_changes_nothing(tmp
     before = database.read_bytes()
     extra = {
         "show": ["0"],
+        "logs": ["0"],
         "export": ["--to", str(tmp_path / "out")],
         "rm": ["--yes"],
         "watch": ["--once"],
@@ -139,13 +140,18 @@ NOT_UTF8_COMMANDS: list[tuple[list[str | bytes], str]] = [
     ),
     (["watch", NOT_UTF8, "--batch", "done", "--once"], "3/3"),
     (["report", NOT_UTF8, "--batch", "done", "-o", "report.html"], "wrote the report on batch 'done' (3 runs)"),
+    (["logs", NOT_UTF8, specification_hash({"seed": 1})[:10], "--batch", "more"], "doubling 1\n"),
     (["rm", NOT_UTF8, "--batch", "done", "--yes"], "deleted batch 'done' and its 3 run(s)"),
 ]
 
 
 def write_experiment(folder: Path) -> None:
     """Write the module ``doubling`` and the file ``specs.json`` that ``smallab-db run`` is given, in ``folder``."""
-    (folder / "doubling.py").write_text("def double(specification):\n    return {'x': 2 * specification['seed']}\n")
+    (folder / "doubling.py").write_text(
+        "def double(specification):\n"
+        "    print('doubling', specification['seed'])\n"
+        "    return {'x': 2 * specification['seed']}\n"
+    )
     (folder / "specs.json").write_text('[{"seed": 1}, {"seed": 2}]')
 
 
@@ -223,6 +229,7 @@ WITH_URL = {
     "query": ["query", "{url}", "SELECT 1"],
     "runs": ["runs", "{url}", "--batch", "done"],
     "show": ["show", "{url}", "3f2a"],
+    "logs": ["logs", "{url}", "3f2a"],
     "export": ["export", "{url}", "--batch", "done", "--to", "out"],
     "import": ["import", "{tree}", "--batch", "done", "{url}"],
     "retry": ["retry", "{url}", "--batch", "done"],

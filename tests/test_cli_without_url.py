@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import processes
 import pytest
@@ -25,6 +26,15 @@ from smallab_db.migration import head_revision
 SCRIPT = Path(sys.executable).parent / "smallab-db"
 HASH = specification_hash({"seed": 2})
 ONLY_BROKEN = specification_hash({"seed": 3})  # the one run of batch broken that batch done has not
+
+
+class SayingFailOnOdd(FailOnOdd):
+    """Says so before raising for an odd seed: that is the run's output, for `logs`."""
+
+    def main(self, specification: dict[str, Any]) -> dict[str, Any]:
+        if specification["seed"] % 2:
+            print(f"seed {specification['seed']} is odd")
+        return super().main(specification)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ def check_show(place: Place, stdout: str) -> None:
     assert f"hash:          {ONLY_BROKEN}\n" in stdout and "of batch 'broken'" in stdout
 
 
+def check_logs(place: Place, stdout: str) -> None:
+    assert stdout == "seed 3 is odd\n"
+
+
 def check_export(place: Place, stdout: str) -> None:
     assert (place.cwd / "out" / "done" / HASH / "specification.json").is_file()
 
@@ -108,6 +122,7 @@ CASES: dict[str, tuple[list[str], Callable[[Place, str], None]]] = {
     "query": (["query", "SELECT count(*) AS n FROM runs"], check_query),
     "runs": (["runs", "--batch", "done"], check_runs),
     "show": (["show", ONLY_BROKEN[:8]], check_show),
+    "logs": (["logs", ONLY_BROKEN[:8]], check_logs),
     "export": (["export", "--batch", "done", "--to", "out"], check_export),
     "import": (["import", "{tree}", "--batch", "fresh"], check_import),
     "retry": (["retry", "--batch", "broken"], check_retry),
@@ -129,7 +144,7 @@ def build(database: Path, folder: Path) -> Path:
     with ExperimentRunner(database) as runner:
         runner.on_specification_failure(None)
         runner.run("done", [{"seed": seed} for seed in range(3)], Square(), show_progress=False)
-        runner.run("broken", [{"seed": seed} for seed in range(4)], FailOnOdd(), show_progress=False)
+        runner.run("broken", [{"seed": seed} for seed in range(4)], SayingFailOnOdd(), show_progress=False)
         return runner.export("done", folder / "tree")
 
 

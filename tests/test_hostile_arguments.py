@@ -101,6 +101,12 @@ SLOTS: dict[str, list[tuple[str, list[str], dict[str, str | bytes]]]] = {
         ("url", ["show", "{V}", "{hash}"], URLS),
         ("prefix-json", ["show", "{db}", "{V}", "--json"], NAMES),
     ],
+    "logs": [
+        ("prefix", ["logs", "{db}", "{V}"], NAMES),
+        ("batch", ["logs", "{db}", "{hash}", "--batch", "{V}"], NAMES),
+        ("url", ["logs", "{V}", "{hash}"], URLS),
+        ("prefix-follow", ["logs", "{db}", "{V}", "--follow"], NAMES),
+    ],
     "export": [
         ("batch", ["export", "{db}", "--batch", "{V}", "--to", "{out}"], NAMES),
         ("to", ["export", "{db}", "--batch", "done", "--to", "{notes}/{V}"], PATHS),

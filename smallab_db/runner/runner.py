@@ -210,6 +210,7 @@ class ExperimentRunner:
                 main = experiment_main(experiment)
             batch = BatchRun(
                 store=self.store,
+                database=self.url,
                 name=name,
                 main=main,
                 lease_seconds=self.lease_seconds,
@@ -235,7 +236,7 @@ class ExperimentRunner:
         if plan.resources is not None:
             resources = ResourceSlots.create(plan.resources)
             stack.callback(resources.remove)
-        return Smallab2Task(experiment, folder, self.url, echo_logs, resources)
+        return Smallab2Task(experiment, folder, echo_logs, resources)
 
     # -- reading back --------------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Running on a Dask cluster (a real ``distributed.LocalCluster`` of 2 worker processes with 1 thread each): results
-are stored as they finish, a worker killed mid-run costs only a retry of its run, a run that keeps killing its
-workers fails alone, and two runner processes sharing the cluster and one PostgreSQL database split the work."""
+are stored as they finish, with what each run wrote, a worker killed mid-run costs only a retry of its run, a run
+that keeps killing its workers fails alone, and two runner processes sharing the cluster and one PostgreSQL database
+split the work."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import joblib
 import processes
 import pytest
 from distributed import Client, LocalCluster
+from output_workloads import talk, talked
 from runner_processes import completed_counts, race, statuses
 from workloads import DiesOnSeed, Marking, executions, started_pids
 
@@ -64,6 +66,17 @@ def test_runs_go_to_the_cluster_and_each_result_is_stored_as_it_finishes(
     assert all(status == "completed" for _, status, _ in stored_while_running)
     first_seed, _, first_stored = stored_while_running[0]
     assert first_seed != 0 and ended - first_stored > 0.5, "results were stored only when the batch ended"
+
+
+def test_each_run_keeps_what_it_wrote_on_its_dask_worker(dask_client: Client, database_url: str) -> None:
+    """Standard output and error and logging of runs on the cluster's workers (a thread each) are kept per run,
+    failed ones too."""
+    runner = ExperimentRunner(database_url)
+    runner.on_specification_failure(None)
+    specifications = [{"seed": seed, "pause": 0.01, "fail": seed == 1} for seed in range(4)]
+    runner.run("talk", specifications, talk, num_parallel=None, backend="dask", show_progress=False)
+    talked(runner, "talk", specifications)
+    runner.close()
 
 
 def test_a_worker_killed_mid_run_costs_a_retry_of_that_run_only(
