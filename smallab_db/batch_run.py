@@ -20,7 +20,6 @@ from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
 from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
-from smallab_db.pace import MAX_CHUNK
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
 from smallab_db.records import Outcome, Owner
@@ -151,9 +150,9 @@ class BatchRun:
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         keeper.start()
         link = functools.partial(RunLink, self.database, token=owner.token)
-        # Stopping at the first failure runs nothing past it: runs go to workers one by one.
-        max_chunk = 1 if self.stop_at_first_failure else MAX_CHUNK
-        outcomes = dispatch.outcomes(self.main, claims, link, self.num_parallel, self.backend, max_chunk)
+        outcomes = dispatch.outcomes(
+            self.main, claims, link, self.num_parallel, self.backend, self.stop_at_first_failure
+        )
         unknown_claims = 0
         interrupted = False
         first_failure: Outcome | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 from collections.abc import Generator
 from typing import Any
@@ -16,7 +18,7 @@ from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
-from smallab_db.pace import MAX_CHUNK, Pace
+from smallab_db.pace import Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.worker_writes import LinkOf, RunLink
 
@@ -52,7 +54,7 @@ def outcomes(
     link: LinkOf,
     num_parallel: int | None,
     backend: str | None,
-    max_chunk: int = MAX_CHUNK,
+    stop_at_first_failure: bool = False,
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -67,7 +69,8 @@ def outcomes(
         num_parallel: 1 runs in this process; k runs k at a time with joblib; None uses every core.
         backend: a joblib backend name; None keeps the caller's ``joblib.parallel_config``, else loky. Dask runs
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
-        max_chunk: the most runs a worker gets at once (see :mod:`smallab_db.pace`); 1 hands them out one by one.
+        stop_at_first_failure: run nothing past the first failure: workers get runs in waves of one each, the next
+            wave once the last has returned with no failure.
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
@@ -77,7 +80,10 @@ def outcomes(
     if client is not None:
         yield from dask_dispatch.outcomes(main, iter(claims), link, num_parallel, client)
         return
-    pace = Pace(max_chunk)
+    if stop_at_first_failure:
+        yield from _waves(main, claims, link, num_parallel or os.cpu_count() or 1, backend)
+        return
+    pace = Pace()
     while True:
         parallel = Parallel(
             n_jobs=-1 if num_parallel is None else num_parallel,
@@ -94,6 +100,24 @@ def outcomes(
         except TerminatedWorkerError:
             for run_id, specification in claims.in_flight():
                 yield _execute_alone(main, link(run_id), specification)
+
+
+def _waves(
+    main: Runnable, claims: Claims, link: LinkOf, size: int, backend: str | None
+) -> Generator[Outcome, None, None]:
+    """Run ``size`` claimed runs at a time, one per worker; stop after the first wave with a failure."""
+    claimed = iter(claims)
+    with Parallel(n_jobs=size, backend=backend) as parallel:
+        while wave := list(itertools.islice(claimed, size)):
+            try:
+                done: list[Outcome] = parallel(
+                    delayed(execute)(main, link(run_id), spec, True) for run_id, spec in wave
+                )
+            except TerminatedWorkerError:
+                done = [_execute_alone(main, link(run_id), spec) for run_id, spec in claims.in_flight()]
+            yield from done
+            if any(outcome.failed for outcome in done):
+                return
 
 
 def execute_chunk(main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]]) -> list[Outcome]:

@@ -20,8 +20,7 @@ class Pace:
     chunks hold one run.
     """
 
-    def __init__(self, max_chunk: int = MAX_CHUNK) -> None:
-        self._max_chunk = max_chunk
+    def __init__(self) -> None:
         self._seconds_per_run: float | None = None
 
     def measure(self, outcomes: Sequence[Outcome]) -> None:
@@ -37,7 +36,7 @@ class Pace:
         """How many runs the next chunk holds."""
         if self._seconds_per_run is None:
             return 1
-        return max(1, min(self._max_chunk, int(CHUNK_SECONDS / max(self._seconds_per_run, 1e-9))))
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self._seconds_per_run, 1e-9))))
 
     def chunks(self, claimed: Iterator[tuple[int, Specification]]) -> Iterator[list[tuple[int, Specification]]]:
         """Group claimed runs in chunks of the size the pace calls for when each chunk is made."""
