@@ -140,8 +140,11 @@ class RoutedStream:
         tail.write(text)
         if self.original is None:
             return len(text)
-        with _not_kept():  # a stream that wraps this one and is wrapped by another must not keep it twice
+        token = _current_tail.set(None)  # a stream that wraps this one and is wrapped by another must not keep it twice
+        try:
             return self.original.write(text)
+        finally:
+            _current_tail.reset(token)
 
     def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
