@@ -2,6 +2,7 @@
 
 Run it with `python examples/demo.py`; set $SMALLAB_DB to use another database.
 """
+
 from __future__ import annotations
 
 import random
