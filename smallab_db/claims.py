@@ -18,7 +18,7 @@ CLAIM_SECONDS = 0.25
 MAX_CLAIM = 1000
 # The next chunk is claimed in the background once the runs left hold this many seconds of work: enough to cover a
 # claim's transaction, little enough that a runner holds hardly more than one chunk (runners share batches evenly).
-PREFETCH_SECONDS = 0.15
+PREFETCH_SECONDS = 0.05
 
 
 class Claims:

@@ -139,9 +139,10 @@ class Logging2x(Smallab2Experiment):
         return {}
 
 
-def open_files() -> tuple[list[str], int]:
+def open_files(folder: Path) -> tuple[list[str], int]:
     """What this process's file descriptors point at, but for the database's files (its connection pool may open
-    another connection when threads happen to read at once), and how many of those there are."""
+    another connection when threads happen to read at once), and how many of those there are in ``folder`` (runners
+    that other tests of this process left open count in neither)."""
     others, database_files = [], 0
     for descriptor in Path("/proc/self/fd").iterdir():
         try:
@@ -149,7 +150,7 @@ def open_files() -> tuple[list[str], int]:
         except OSError:
             continue  # the descriptor of the listing itself, closed meanwhile
         if target.endswith(("runs.db", "runs.db-wal", "runs.db-shm")):
-            database_files += 1
+            database_files += target.startswith(f"{folder}/")
         else:
             others.append(target)
     return sorted(others), database_files
@@ -162,10 +163,10 @@ def test_no_file_handle_stays_open_after_runs(tmp_path: Path, monkeypatch: pytes
     runner = ExperimentRunner(tmp_path / "runs.db")
     runner.run("warm", [{"seed": 0}], talk, show_progress=False)
     runner.run("warm-2x", [{"seed": 0}], Logging2x(), specification_runner=MainRunner(False))
-    before, _ = open_files()
+    before, _ = open_files(tmp_path)
     runner.run("many", [{"seed": seed} for seed in range(100)], talk, show_progress=False)
     runner.run("many-2x", [{"seed": seed} for seed in range(100)], Logging2x(), specification_runner=MainRunner(False))
-    after, database_files = open_files()
+    after, database_files = open_files(tmp_path)
     assert after == before
     assert database_files < 3 * 20, "connections were left open run after run"  # 20: a pool's most, 3 files each
     _, output = outputs(runner, "many-2x")[specification_hash({"seed": 5})]

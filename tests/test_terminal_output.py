@@ -100,6 +100,8 @@ def test_ctrl_c_says_on_a_line_of_its_own_that_the_same_call_resumes(tmp_path: P
     command = f"cd {tmp_path} && {sys.executable} {script} runs.db printing-hooks 0.2 100; sleep 600"
     with terminal() as screen:
         screen.tmux("new-session", "-d", "-s", "interrupted", "-x", "160", "-y", "60", command)
+        # Python dies of the SIGINT it re-raises, and the shell may end with it: the pane must stay to be read.
+        screen.tmux("set-option", "-t", "interrupted", "remain-on-exit", "on")
         wait_for(screen, "interrupted", "completed seed 2")
         screen.tmux("send-keys", "-t", "interrupted", "C-c")
         wait_for(screen, "interrupted", "KeyboardInterrupt")
