@@ -13,6 +13,7 @@ from sqlalchemy.sql import Executable
 
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
+from smallab_db.experiment import Specification
 from smallab_db.schema import COMPLETED, RUNNING, batches, checkpoints, runs
 from smallab_db.transient import is_transient
 
@@ -92,7 +93,7 @@ class RunQueries:
         with self._reading() as connection:
             yield from cast("Iterator[Row[Any]]", connection.execution_options(yield_per=chunk).execute(query))
 
-    def specifications_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def specifications_of(self, run_ids: Sequence[int]) -> dict[int, Specification]:
         """Return the specification of each run id."""
         with self._reading() as connection:
             query = select(runs.c.id, runs.c.specification).where(runs.c.id.in_(run_ids))
