@@ -130,5 +130,6 @@ class Claims:
         return max(self._min_chunk, min(MAX_CLAIM, int(self._rate() * CLAIM_SECONDS)))
 
     def _rate(self) -> float:
-        """Runs handed out per second so far: the pace runs are taken at."""
-        return self._handed_out / max(time.monotonic() - self._started, 1e-6)
+        """Runs handed out per second so far: the pace runs are taken at, over at least the first second (a few
+        runs handed out in the first milliseconds say nothing of the pace, and must not make chunks large)."""
+        return self._handed_out / max(time.monotonic() - self._started, 1.0)
