@@ -3,6 +3,7 @@ chunk's results come back (and are stored) soon after its first run finished."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 from smallab_db.experiment import Specification
@@ -40,5 +41,5 @@ class Pace:
 
     def chunks(self, claimed: Iterator[tuple[int, Specification]]) -> Iterator[list[tuple[int, Specification]]]:
         """Group claimed runs in chunks of the size the pace calls for when each chunk is made."""
-        while chunk := [pair for _, pair in zip(range(self.chunk_size()), claimed, strict=False)]:
+        while chunk := list(itertools.islice(claimed, self.chunk_size())):
             yield chunk

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Interval, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -145,18 +145,14 @@ class RunStore(RunQueries):
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
         texts = dict(hashed)
-        looked_up = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
-            runs.c.batch_id == batch_id, self._hash_among(list(texts))
-        )
+        known_here = None  # a run registered since ``known`` was read is inserted again, which changes nothing
+        if known is not None:
+            known_here = [(*known[spec_hash], spec_hash) for spec_hash in texts if spec_hash in known]
 
         def transaction(connection: Connection) -> list[int]:
             requeue_ids, completed_ids = [], []
             unknown = dict(texts)  # a copy: the transaction may be tried again
-            found: Iterable[tuple[int, str, str]]
-            if known is None:
-                found = cast(Iterable[tuple[int, str, str]], connection.execute(looked_up))
-            else:  # a run registered since it was read is inserted again, which changes nothing
-                found = [(*known[spec_hash], spec_hash) for spec_hash in texts if spec_hash in known]
+            found = known_here if known_here is not None else self._registered(connection, batch_id, list(texts))
             for run_id, status, spec_hash in found:
                 del unknown[spec_hash]
                 if status in requeued:
@@ -172,6 +168,13 @@ class RunStore(RunQueries):
             return completed_ids
 
         return self._write(transaction, "registering specifications")
+
+    def _registered(self, connection: Connection, batch_id: int, hashes: list[str]) -> list[tuple[int, str, str]]:
+        """Return ``(run id, status, spec_hash)`` of the batch's runs with one of ``hashes``."""
+        query = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
+            runs.c.batch_id == batch_id, self._hash_among(hashes)
+        )
+        return [(run_id, status, spec_hash) for run_id, status, spec_hash in connection.execute(query)]
 
     def _hash_among(self, hashes: list[str]) -> Any:
         """The condition that a run's hash is one of ``hashes``, as one parameter however many they are (a JSON
@@ -297,10 +300,11 @@ class RunStore(RunQueries):
         statement = (
             update(runs)
             .where(runs.c.claim_token == owner.token, runs.c.status == RUNNING)
-            .values(lease_expires_at=self._lease_end(owner))
+            .values(lease_expires_at=self._lease_end_expression())
             .returning(runs.c.id)
         )
-        return self._write(lambda connection: set(connection.execute(statement).scalars()), "renewing the lease")
+        lease = {"b_lease": self._lease_parameter(owner)}
+        return self._write(lambda connection: set(connection.execute(statement, lease).scalars()), "renewing the lease")
 
     def reclaim_abandoned(self, batch_id: int, owner: Owner) -> int:
         """Return to pending the batch's running runs whose owner is gone; return how many.
@@ -372,9 +376,6 @@ class RunStore(RunQueries):
         """The value of ``b_lease`` in :meth:`_lease_end_expression`."""
         lease = timedelta(seconds=owner.lease_seconds)
         return lease if self.engine.dialect.name == "postgresql" else utc_now() + lease
-
-    def _lease_end(self, owner: Owner) -> Any:
-        return self._now() + timedelta(seconds=owner.lease_seconds)
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
