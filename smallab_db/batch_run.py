@@ -125,9 +125,7 @@ class BatchRun:
         first, which is faster than looking each hash up; otherwise each chunk looks its hashes up.
         """
         completed: list[int] = []
-        known = None
-        if self.store.count(batch_id) <= SCAN_FACTOR * len(specifications):
-            known = self.store.runs_by_hash(batch_id)
+        known = self.store.known_runs(batch_id, whole=self.store.count(batch_id) <= SCAN_FACTOR * len(specifications))
         hashed = specification.hashed(specifications, self.keep_key_order)
         while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
             completed += self.store.register(batch_id, chunk, rerun_all, known)

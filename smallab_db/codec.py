@@ -4,6 +4,7 @@ every supported database stores as it is (valid UTF-8, no NUL characters)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from smallab_db.experiment import Result, Specification
@@ -15,22 +16,41 @@ _NUL_IN_JSON = "\ufffd"  # what NUL becomes in the queryable JSON copy of a resu
 
 
 # Encoders built once: ``json.dumps`` with options builds a new encoder on every call.
-_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_stored = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-# CPython's C encoder with the canonical settings, made once: ``JSONEncoder.encode`` makes one per call. Without
-# the circular-reference check, which validated specifications do not need (they nest at most 100 levels).
 _make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # None outside CPython
-_canonical_chunks = (
-    _make_c_encoder(
-        None, _canonical_encoder.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+
+
+def _c_encoder(settings: json.JSONEncoder) -> Callable[[Any], str]:
+    """``settings.encode``, faster: CPython's C encoder made once (``JSONEncoder.encode`` makes one per call), and
+    without the circular-reference check (a circular value raises RecursionError instead of ValueError)."""
+    if _make_c_encoder is None:
+        return settings.encode
+    separators = (settings.key_separator, settings.item_separator)
+    chunks = _make_c_encoder(
+        None,
+        settings.default,
+        json.encoder.encode_basestring,  # CPython's C one: ensure_ascii=False
+        None,
+        *separators,
+        settings.sort_keys,
+        settings.skipkeys,
+        settings.allow_nan,
     )
-    if _make_c_encoder is not None
-    else None
-)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
 
 
 class JSONText(str):
     """JSON text that is already serialised: stored as it is instead of being serialised again."""
+
+
+# The text a specification's hash is computed from (validated specifications nest at most 100 levels).
+_encode_canonical = _c_encoder(
+    json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+)
 
 
 def serialize_json(value: Any) -> str:
@@ -42,9 +62,7 @@ def serialize_json(value: Any) -> str:
 
 def canonical_json(specification: Specification) -> str:
     """Return the canonical JSON text of a validated specification: the text its hash is computed from."""
-    if _canonical_chunks is None:
-        return _canonical_encoder.encode(specification)
-    return "".join(_canonical_chunks(specification, 0))
+    return _encode_canonical(specification)
 
 
 def queryable_json(result: Result) -> str | None:
@@ -77,7 +95,7 @@ def _as_list_or_number(value: Any) -> Any:
         raise TypeError(f"{type(value).__name__}.tolist() failed: {error}") from error
 
 
-_encode_queryable = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_as_list_or_number).encode
+_encode_queryable = _c_encoder(json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_as_list_or_number))
 
 
 def storable_text(text: str) -> str:

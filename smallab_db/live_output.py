@@ -108,5 +108,7 @@ class kept_live:  # noqa: N801  (a context manager, named as one made with conte
         _writer.add(self._run)
 
     def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._run.tail.on_first_write = None
-        _writer.remove(self._run)
+        tail = self._run.tail
+        tail.on_first_write = None
+        if tail.version:  # it wrote, so the writer may know the run (a first write counts before it calls back)
+            _writer.remove(self._run)

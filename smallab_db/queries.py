@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import case, func, select
@@ -11,11 +12,31 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Executable
 
+from smallab_db.bulk import fetched
 from smallab_db.database import describe, read_only, reason
 from smallab_db.errors import DatabaseError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.schema import COMPLETED, RUNNING, batches, checkpoints, runs
 from smallab_db.transient import is_transient
+
+# A look at the end of the table's primary key, which grows when runs are added (0 when there are none).
+NEWEST_RUN_ID = select(func.coalesce(func.max(runs.c.id), 0))
+
+
+@dataclass
+class KnownRuns:
+    """A batch's runs as a runner read them before registering specifications.
+
+    Attributes:
+        by_hash: ``spec_hash: (run id, status)`` of the runs read.
+        whole: ``by_hash`` holds every run of the batch up to ``newest_id``; else only runs looked up.
+        newest_id: the newest run id of the whole table when the runs were last read; while it stays the same, no
+            run was added since.
+    """
+
+    by_hash: dict[str, tuple[int, str]]
+    whole: bool
+    newest_id: int = -1
 
 
 class RunQueries:
@@ -53,11 +74,29 @@ class RunQueries:
         with self._reading() as connection:
             return connection.execute(query).scalar_one()
 
-    def runs_by_hash(self, batch_id: int) -> dict[str, tuple[int, str]]:
-        """Return ``spec_hash: (run id, status)`` of every run of the batch, read in one pass."""
-        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(runs.c.batch_id == batch_id)
-        with self._reading() as connection:
-            return {spec_hash: (run_id, status) for spec_hash, run_id, status in connection.execute(query)}
+    def known_runs(self, batch_id: int, whole: bool) -> KnownRuns:
+        """Return what registering needs to know of the batch's runs beforehand: all of them, read in one pass, if
+        ``whole``; else none (registering then looks each hash up)."""
+        known = KnownRuns({}, whole)
+        if whole:
+            with self._reading() as connection:
+                self.catch_up(connection, batch_id, known)
+        return known
+
+    @staticmethod
+    def catch_up(connection: Connection, batch_id: int, known: KnownRuns) -> dict[str, tuple[int, str]]:
+        """Read into ``known`` the batch's runs added since it was last read (by their ids, which grow); return
+        them."""
+        newest_id = connection.execute(NEWEST_RUN_ID).scalar_one()
+        if newest_id == known.newest_id:
+            return {}
+        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(
+            runs.c.batch_id == batch_id, runs.c.id > known.newest_id
+        )
+        added = {spec_hash: (run_id, status) for spec_hash, run_id, status in fetched(connection.execute(query))}
+        known.by_hash.update(added)
+        known.newest_id = newest_id
+        return added
 
     # -- reading results -----------------------------------------------------------------------------------------
 

@@ -12,12 +12,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from smallab_db import liveness
-from smallab_db.bulk import BulkStatement
+from smallab_db.bulk import BulkStatement, fetched, json_loader
 from smallab_db.codec import JSONText
 from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.experiment import Specification
-from smallab_db.queries import RunQueries
+from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
 from smallab_db.records import Fate, ImportedRun, Outcome, Owner, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, runs
 from smallab_db.specification import HASH_SCHEME
@@ -25,7 +25,7 @@ from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
-KnownRuns = dict[str, tuple[int, str]]  # spec_hash: (run id, status) of a batch's runs
+ANY_CHECKPOINT = select(checkpoints.c.id).limit(1)  # most batches keep none: then none need deleting
 
 
 class RunStore(RunQueries):
@@ -39,6 +39,7 @@ class RunStore(RunQueries):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._turns = WriteTurns(engine.url, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        self._load_json = json_loader(engine.dialect)
         self._record = BulkStatement(
             update(runs)
             .where(
@@ -125,56 +126,89 @@ class RunStore(RunQueries):
     # -- registering specifications ------------------------------------------------------------------------------
 
     def register(
-        self,
-        batch_id: int,
-        hashed: Sequence[tuple[str, str]],
-        rerun_all: bool,
-        known: KnownRuns | None = None,
+        self, batch_id: int, hashed: Sequence[tuple[str, str]], rerun_all: bool, known: KnownRuns | None = None
     ) -> list[int]:
         """Insert missing specifications as pending and queue finished ones again as asked.
+
+        What ``known`` does not say is looked up first, outside the write lock, and only if runs were added since it
+        was read; the write lock is taken only when there is something to write. So runners starting together on
+        one batch do not each insert it again, one after the other: all but the first find it registered.
 
         Args:
             batch_id: the batch.
             hashed: ``(spec_hash, JSON text)`` pairs; duplicates are stored once.
             rerun_all: queue completed runs again too, not only failed ones.
-            known: the batch's runs read beforehand (see :meth:`runs_by_hash`), which saves looking the hashes up,
-                and inserting again the runs another runner registered; None looks them up.
+            known: the batch's runs read beforehand (see :meth:`known_runs`), updated here as runs are looked up and
+                added; None: each hash is looked up.
 
         Returns:
             The ids of the runs among them that are completed and stay so (none when ``rerun_all``).
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
+        if known is None:
+            known = KnownRuns({}, whole=False)
         texts = dict(hashed)
-        known_here = None  # a run registered since ``known`` was read is inserted again, which changes nothing
-        if known is not None:
-            known_here = [(*known[spec_hash], spec_hash) for spec_hash in texts if spec_hash in known]
+        found = {spec_hash: known.by_hash[spec_hash] for spec_hash in texts if spec_hash in known.by_hash}
+        for last_try in (False, False, True):
+            with self._reading() as connection:
+                if known.whole:
+                    added = self.catch_up(connection, batch_id, known)
+                    found.update((spec_hash, added[spec_hash]) for spec_hash in texts.keys() & added.keys())
+                else:
+                    known.newest_id = connection.execute(NEWEST_RUN_ID).scalar_one()
+                    found.update(self._registered(connection, batch_id, [h for h in texts if h not in found]))
+            completed_ids = [run_id for run_id, status in found.values() if status == COMPLETED and not rerun_all]
+            requeue_ids = [run_id for run_id, status in found.values() if status in requeued]
+            missing = {spec_hash: text for spec_hash, text in texts.items() if spec_hash not in found}
+            if not missing and not requeue_ids:
+                return completed_ids
+            registering = self._registering(batch_id, known, missing, requeue_ids, requeued, last_try)
+            newest_id = self._write(registering, "registering specifications")
+            if newest_id is not None:
+                known.newest_id = newest_id  # the runs added since known was read are these: no need to read them
+                return completed_ids
+        raise AssertionError("the last try always writes")
 
-        def transaction(connection: Connection) -> list[int]:
-            requeue_ids, completed_ids = [], []
-            unknown = dict(texts)  # a copy: the transaction may be tried again
-            found = known_here if known_here is not None else self._registered(connection, batch_id, list(texts))
-            for run_id, status, spec_hash in found:
-                del unknown[spec_hash]
-                if status in requeued:
-                    requeue_ids.append(run_id)
-                elif status == COMPLETED:
-                    completed_ids.append(run_id)
-            missing = [{"b_hash": spec_hash, "b_specification": JSONText(text)} for spec_hash, text in unknown.items()]
+    def _registering(
+        self,
+        batch_id: int,
+        known: KnownRuns,
+        missing: dict[str, str],
+        requeue_ids: list[int],
+        requeued: tuple[str, ...],
+        last_try: bool,
+    ) -> Callable[[Connection], int | None]:
+        """The transaction that inserts ``missing``, queues ``requeue_ids`` again and returns the table's newest run
+        id after. If runs were added since ``known`` was read, it writes nothing and returns None, so that they are
+        read outside the write lock; unless it is the ``last_try``: it then looks the missing hashes up under the
+        write lock."""
+
+        def transaction(connection: Connection) -> int | None:
+            inserting = missing
+            if connection.execute(NEWEST_RUN_ID).scalar_one() != known.newest_id:
+                if not last_try:
+                    return None
+                present = self._registered(connection, batch_id, list(missing))
+                inserting = {spec_hash: text for spec_hash, text in missing.items() if spec_hash not in present}
+            json_text = self._insert_pending.json_text
+            rows = [{"b_hash": spec_hash, "b_specification": json_text(text)} for spec_hash, text in inserting.items()]
             shared = {"b_batch": batch_id, "b_created": utc_now()}
-            self._insert_pending.execute(connection, self._insert_pending.driver_rows(missing, shared))
+            self._insert_pending.execute(connection, self._insert_pending.driver_rows(rows, shared))
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
                 requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
                 connection.execute(requeue.values(status=PENDING))
-            return completed_ids
+            return int(connection.execute(NEWEST_RUN_ID).scalar_one())
 
-        return self._write(transaction, "registering specifications")
+        return transaction
 
-    def _registered(self, connection: Connection, batch_id: int, hashes: list[str]) -> list[tuple[int, str, str]]:
-        """Return ``(run id, status, spec_hash)`` of the batch's runs with one of ``hashes``."""
-        query = select(runs.c.id, runs.c.status, runs.c.spec_hash).where(
+    def _registered(self, connection: Connection, batch_id: int, hashes: list[str]) -> dict[str, tuple[int, str]]:
+        """Return ``spec_hash: (run id, status)`` of the batch's runs with one of ``hashes``."""
+        if not hashes:
+            return {}
+        query = select(runs.c.spec_hash, runs.c.id, runs.c.status).where(
             runs.c.batch_id == batch_id, self._hash_among(hashes)
         )
-        return [(run_id, status, spec_hash) for run_id, status, spec_hash in connection.execute(query)]
+        return {spec_hash: (run_id, status) for spec_hash, run_id, status in fetched(connection.execute(query))}
 
     def _hash_among(self, hashes: list[str]) -> Any:
         """The condition that a run's hash is one of ``hashes``, as one parameter however many they are (a JSON
@@ -290,10 +324,11 @@ class RunStore(RunQueries):
             "b_started": utc_now(),
         }
 
-        def transaction(connection: Connection) -> list[tuple[int, Specification]]:
-            return sorted((row.id, row.specification) for row in connection.execute(self._claim, parameters))
+        def transaction(connection: Connection) -> list[tuple[Any, ...]]:
+            return sorted(fetched(connection.execute(self._claim, parameters)))
 
-        return self._write(transaction, "claiming runs")
+        claimed = self._write(transaction, "claiming runs")
+        return [(run_id, self._load_json(text)) for run_id, text in claimed]
 
     def renew_lease(self, owner: Owner) -> set[int]:
         """Push back the lease of every run ``owner`` still holds; return their ids (a lost claim is missing)."""
@@ -394,6 +429,7 @@ class RunStore(RunQueries):
         """
         if not outcomes:
             return {}
+        json_text = self._record.json_text
         parameters = self._record.driver_rows(
             [
                 {
@@ -404,7 +440,7 @@ class RunStore(RunQueries):
                     "b_started": outcome.started_at,
                     "b_finished": outcome.finished_at,
                     "b_result": outcome.result_pickle,
-                    "b_result_json": _json_text(outcome.result_json),
+                    "b_result_json": None if outcome.result_json is None else json_text(outcome.result_json),
                     "b_error_type": outcome.error_type,
                     "b_error_message": outcome.error_message,
                     "b_traceback": outcome.traceback,
@@ -426,7 +462,8 @@ class RunStore(RunQueries):
                         del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost
                     else:
                         not_stored[run_id] = Fate.CLAIM_LOST
-            if finished := completed - not_stored.keys():  # a completed run needs its checkpoints no more
+            finished = completed - not_stored.keys()
+            if finished and connection.execute(ANY_CHECKPOINT).first():  # a completed run needs them no more
                 connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 

@@ -2,11 +2,11 @@
 at a time, and a waiting writer goes as soon as the one before it is done.
 
 SQLite alone makes a writer that finds the file locked sleep for growing intervals (up to 100 ms) before it tries
-again, so runners sharing a file spend most of their time asleep. Here writers first take an advisory lock on a
-file beside the database, ``<database>-lock``, trying it again every fraction of a millisecond. SQLite's own
-locking still guards the data: the lock file only orders smallab-db's writers. If it cannot be created (a folder
-made read-only since), or a writer holds it for longer than SQLite would wait, the write goes ahead under SQLite's
-locking alone.
+again, so runners sharing a file spend most of their time asleep. Here writers first take an advisory lock
+(``flock``) on a file beside the database, ``<database>-lock``, which the kernel hands to a waiting writer as soon as
+the one before lets go. SQLite's own locking still guards the data: the lock file only orders smallab-db's writers.
+If it cannot be created (a folder made read-only since), or a writer holds it for longer than SQLite would wait (a
+runner stopped with SIGSTOP in the middle of a write), the write goes ahead under SQLite's locking alone.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import URL
 
 LOCK_SUFFIX = "-lock"
-_FIRST_PAUSE_SECONDS = 0.0001
-_LONGEST_PAUSE_SECONDS = 0.002
 
 
 class WriteTurns:
@@ -55,19 +52,29 @@ class WriteTurns:
             return None
 
     def _wait_for(self, descriptor: int) -> None:
-        give_up_at = time.monotonic() + self._patience_seconds
-        pause = _FIRST_PAUSE_SECONDS
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > give_up_at:
-                    return
-                time.sleep(pause)
-                pause = min(pause * 2, _LONGEST_PAUSE_SECONDS)
-            except OSError:  # a file system without flock: SQLite's locking alone
-                return
+        """Take the lock file's lock; if another writer holds it, wait until it lets go, or give up after the
+        patience (SQLite's own locking then orders the write)."""
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError:  # a file system without flock: SQLite's locking alone
+            return
+        # The kernel hands the lock over as soon as it is let go; the waiting is done in a thread of its own so
+        # that it can be given up. A waiter given up takes the lock later and lets go of it when this descriptor
+        # is closed (its wait holds the file open until then).
+        taken = threading.Event()
+        threading.Thread(target=_take, args=(descriptor, taken), name="smallab-db-write-turn", daemon=True).start()
+        taken.wait(self._patience_seconds)
+
+
+def _take(descriptor: int, taken: threading.Event) -> None:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except OSError:  # closed meanwhile (given up), or no flock here
+        pass
+    taken.set()
 
 
 def _lock_path(url: URL) -> str | None:
