@@ -22,7 +22,7 @@ from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
-from smallab_db.records import Outcome, Owner
+from smallab_db.records import Outcome, Owner, Verdict
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
@@ -148,8 +148,9 @@ class BatchRun:
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         keeper.start()
         link = functools.partial(RunLink, self.database, token=owner.token)
+        keep_results = self.hooks.on_specification_complete is not None
         outcomes = dispatch.outcomes(
-            self.main, claims, link, self.num_parallel, self.backend, self.stop_at_first_failure
+            self.main, claims, link, self.num_parallel, self.backend, self.stop_at_first_failure, keep_results
         )
         unknown_claims = 0
         interrupted = False
@@ -157,7 +158,10 @@ class BatchRun:
         try:
             for outcome in outcomes:
                 outcome.specification = claims.finish(outcome.run_id)
-                recorder.submit(outcome)
+                if outcome.fate is None:
+                    recorder.submit(outcome)
+                else:  # stored by the worker that ran it
+                    reporter.deliver([Verdict(outcome, outcome.fate)])
                 if self.stop_at_first_failure and outcome.failed:
                     first_failure = outcome
                     break

@@ -1,5 +1,4 @@
-"""Handing out claimed runs one at a time, claiming more from the database in chunks sized to the work's pace, the
-next chunk in the background while the current one runs."""
+"""Handing out claimed runs one at a time, claiming more from the database in chunks sized to the work's pace."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from smallab_db.experiment import Specification
 from smallab_db.records import Owner
@@ -16,9 +14,6 @@ from smallab_db.store import RunStore
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
 CLAIM_SECONDS = 0.25
 MAX_CLAIM = 1000
-# The next chunk is claimed in the background once the runs left hold this many seconds of work: enough to cover a
-# claim's transaction, little enough that a runner holds hardly more than one chunk (runners share batches evenly).
-PREFETCH_SECONDS = 0.05
 
 
 class Claims:
@@ -44,10 +39,6 @@ class Claims:
         self._started = time.monotonic()
         self._confirmed_at = self._started
         self._lock = threading.Lock()
-        # The next chunk is claimed in the background while this one runs: this thread never waits for the
-        # recorder's transactions to end before claiming.
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smallab-db-claims")
-        self._prefetch: Future[list[tuple[int, Specification]]] | None = None
 
     def __iter__(self) -> Iterator[tuple[int, Specification]]:
         while True:
@@ -55,29 +46,14 @@ class Claims:
                 if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
                     self._keep_held(self._renew())
                 if not self._buffer:
-                    self._take_claimed(self._claimed_next())
+                    self._buffer.extend(self._claim_more())
+                    self._confirmed_at = time.monotonic()
                 if not self._buffer:
                     return
                 run_id, specification = self._buffer.popleft()
                 self._in_flight[run_id] = specification
                 self._handed_out += 1
-                if self._prefetch is None and len(self._buffer) <= self._rate() * PREFETCH_SECONDS:
-                    self._prefetch = self._prefetcher.submit(self._claim_more)
             yield run_id, specification
-
-    def _claimed_next(self) -> list[tuple[int, Specification]]:
-        """The runs claimed in the background, waiting for them, or else claimed now: also when the background
-        claim found none, since runs may have turned pending since (put back by ``smallab-db retry``, say)."""
-        if self._prefetch is not None:
-            prefetch, self._prefetch = self._prefetch, None
-            if claimed := prefetch.result():
-                return claimed
-        return self._claim_more()
-
-    def _take_claimed(self, claimed: list[tuple[int, Specification]]) -> None:
-        if not self._buffer:
-            self._confirmed_at = time.monotonic()  # else the older claims of the buffer set when to renew
-        self._buffer.extend(claimed)
 
     def finish(self, run_id: int) -> Specification:
         """Mark a handed-out run as finished and return its specification."""
@@ -107,13 +83,6 @@ class Claims:
             dropped before saying so (the claim was then taken again). They are pending again, to be run.
         """
         with self._lock:
-            if self._prefetch is not None:  # its claims are released with the others
-                prefetch, self._prefetch = self._prefetch, None
-                try:
-                    self._take_claimed(prefetch.result())
-                except Exception:  # the claims it may have taken are held by this owner: released below
-                    pass
-            self._prefetcher.shutdown()
             unstarted = [run_id for run_id, _ in self._buffer]
             known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import Generator
@@ -13,7 +14,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from joblib.parallel import ParallelBackendBase
 
-from smallab_db import dask_dispatch
+from smallab_db import dask_dispatch, recorder, worker_writes
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
@@ -21,6 +22,8 @@ from smallab_db.experiment import Specification
 from smallab_db.pace import Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.worker_writes import LinkOf, RunLink
+
+logger = logging.getLogger("smallab_db")
 
 _EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
 _CAUSES = {
@@ -55,6 +58,7 @@ def outcomes(
     num_parallel: int | None,
     backend: str | None,
     stop_at_first_failure: bool = False,
+    keep_results: bool = True,
 ) -> Generator[Outcome, None, None]:
     """Run each claimed specification and yield its outcome as soon as it finishes.
 
@@ -71,6 +75,8 @@ def outcomes(
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
         stop_at_first_failure: run nothing past the first failure: workers get runs in waves of one each, the next
             wave once the last has returned with no failure.
+        keep_results: outcomes that workers stored (their ``fate`` is set) come back with their result; else
+            without.
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:
@@ -93,7 +99,8 @@ def outcomes(
         )
         chunks = pace.chunks(iter(claims))
         try:
-            for chunk_outcomes in parallel(delayed(execute_chunk)(main, link, chunk) for chunk in chunks):
+            tasks = (delayed(execute_chunk)(main, link, chunk, keep_results) for chunk in chunks)
+            for chunk_outcomes in parallel(tasks):
                 pace.measure(chunk_outcomes)
                 yield from chunk_outcomes
             return
@@ -120,9 +127,28 @@ def _waves(
                 return
 
 
-def execute_chunk(main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]]) -> list[Outcome]:
-    """Execute a chunk of runs one after the other in a worker process; return their outcomes."""
-    return [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
+def execute_chunk(
+    main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]], keep_results: bool
+) -> list[Outcome]:
+    """Execute a chunk of runs one after the other in a worker process, store their outcomes from there, and return
+    them with their fate, light: without their output, and without their result unless ``keep_results`` (a hook
+    needs it). If they cannot be stored here, they are returned whole, to be stored by the calling process."""
+    outcomes = [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
+    if not outcomes:
+        return outcomes
+    claimed = link(outcomes[0].run_id)  # the database and the claim token, shared by the chunk
+    try:
+        verdicts = recorder.store_group(worker_writes.store_for(claimed.database), claimed.token, outcomes)
+    except Exception as error:  # the calling process stores them, or says why it cannot
+        logger.warning("smallab-db: a worker could not store its outcomes, the runner will: %s", error)
+        return outcomes
+    for verdict in verdicts:
+        light = verdict.outcome
+        light.fate = verdict.fate
+        light.output = light.result_json = None
+        if not keep_results:
+            light.result_pickle = None
+    return [verdict.outcome for verdict in verdicts]
 
 
 def _execute_alone(main: Runnable, link: RunLink, specification: Specification) -> Outcome:

@@ -1,9 +1,10 @@
-"""A background thread that stores outcomes in groups, soon after they arrive, and says what became of each."""
+"""Storing outcomes in groups, soon after they arrive, and saying what became of each."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -17,78 +18,84 @@ logger = logging.getLogger("smallab_db")
 FLUSH_INTERVAL_SECONDS = 0.1  # a tenth of the promised 1 s between an experiment returning and its result stored
 MAX_GROUP = 2000
 MAX_GROUP_BYTES = 64 * 1024 * 1024
-MAX_QUEUED = 10_000  # outcomes waiting to be stored; beyond this, submit waits (memory stays flat)
 
 
 class Recorder:
     """Stores outcomes handed to :meth:`submit` within :data:`FLUSH_INTERVAL_SECONDS`, grouped in transactions, and
-    hands the :class:`Verdict` of each group to ``on_verdicts``, from its own thread, once the transaction has
-    committed.
+    hands the :class:`Verdict` of each group to ``on_verdicts`` once the transaction has committed.
 
-    Submitting only appends to a queue that the recorder's thread empties every :data:`FLUSH_INTERVAL_SECONDS`
-    (sooner when a group is full), so handing over an outcome costs the runner almost nothing.
+    The runner's own thread stores a group when it submits an outcome and the group is full or its oldest outcome
+    has waited :data:`FLUSH_INTERVAL_SECONDS`: the process writes from the thread that runs it, which waits on no
+    other. While the runner's thread is busy with a long run, a watchdog thread stores what has waited.
 
     A group the database refuses is stored again one outcome at a time; an outcome it still refuses (text the
     driver cannot send, a value over a size limit) is stored as a failure with a :class:`ResultNotStoredError`
     saying why, so that only that run fails. Transient errors (a dropped connection, a busy database) are retried
-    by the store; one that outlasts the retries stops the thread, and the next :meth:`submit` or :meth:`close`
-    raises it. The outcomes not stored then stay claimed, to be run again.
+    by the store; one that outlasts the retries is raised by :meth:`submit` or :meth:`close`, and the outcomes not
+    stored stay claimed, to be run again.
     """
 
     def __init__(self, store: RunStore, owner: Owner, on_verdicts: Callable[[list[Verdict]], None]) -> None:
         self._store = store
         self._owner = owner
         self._on_verdicts = on_verdicts
-        self._queued: deque[Outcome] = deque()  # append and popleft are atomic: no lock between the two threads
-        self._wake = threading.Event()  # set when a group is full, or to stop
-        self._drained = threading.Event()  # set whenever the thread has taken outcomes from the queue
-        self._stopping = False
+        self._queued: deque[Outcome] = deque()
+        self._oldest_at = 0.0  # when the oldest queued outcome was submitted
+        self._storing = threading.Lock()  # held while a group is taken off the queue and stored
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="smallab-db-recorder", daemon=True)
-        self._thread.start()
+        self._stopped = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="smallab-db-recorder", daemon=True)
+        self._watchdog.start()
 
     def submit(self, outcome: Outcome) -> None:
-        """Queue an outcome to be stored.
+        """Queue an outcome, and store the queue if it is due.
 
         Raises:
-            DatabaseError: an earlier group could not be stored.
+            DatabaseError: storing failed, now or in the watchdog.
         """
         self._raise_if_failed()
-        while len(self._queued) >= MAX_QUEUED:  # the database is slower than the experiments: wait for room
-            self._drained.clear()
-            self._wake.set()
-            self._drained.wait(1.0)
-            self._raise_if_failed()
-        self._queued.append(outcome)
-        if len(self._queued) >= MAX_GROUP:
-            self._wake.set()
+        now = time.monotonic()
+        with self._storing:
+            if not self._queued:
+                self._oldest_at = now
+            self._queued.append(outcome)
+            if len(self._queued) >= MAX_GROUP or now - self._oldest_at >= FLUSH_INTERVAL_SECONDS:
+                self._store_queued()
+        self._raise_if_failed()
 
     def close(self) -> None:
-        """Store everything queued, stop the thread and raise its error, if any."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
+        """Store everything queued, stop the watchdog and raise an error storing met, if any."""
+        self._stopped.set()
+        self._watchdog.join()
+        with self._storing:
+            if self._error is None:
+                self._store_queued()
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _work(self) -> None:
-        while True:
-            self._wake.wait(FLUSH_INTERVAL_SECONDS)
-            self._wake.clear()
-            stopping = self._stopping  # read before draining: all that was queued before close() is stored
-            while group := self._next_group():
-                try:
-                    self._store_group(group)
-                except BaseException as error:  # handed to the runner's thread, which raises it
-                    self._error = error
-                    self._queued.clear()
-                    self._drained.set()
-                    return
-            if stopping:
+    def _watch(self) -> None:
+        """Store what waited a whole interval while the runner's thread was busy elsewhere."""
+        while not self._stopped.wait(FLUSH_INTERVAL_SECONDS):
+            if self._queued and time.monotonic() - self._oldest_at >= FLUSH_INTERVAL_SECONDS:
+                with self._storing:
+                    self._store_queued()
+
+    def _store_queued(self) -> None:
+        """Store the queue in groups; with ``_storing`` held. An error is kept for the runner's thread to raise."""
+        while self._error is None and (group := self._next_group()):
+            try:
+                verdicts = store_group(self._store, self._owner.token, group)
+            except Exception as error:  # raised in the runner's thread; what is queued stays claimed
+                self._error = error
+                self._queued.clear()
                 return
+            except BaseException:  # Ctrl-C in the middle: the group was not stored, and close() stores it
+                self._queued.extendleft(reversed(group))
+                raise
+            self._on_verdicts(verdicts)
 
     def _next_group(self) -> list[Outcome]:
         """Take up to :data:`MAX_GROUP` queued outcomes (or :data:`MAX_GROUP_BYTES` of results) off the queue."""
@@ -98,52 +105,59 @@ class Recorder:
             outcome = self._queued.popleft()
             group.append(outcome)
             group_bytes += len(outcome.result_pickle or b"")
-        if group:
-            self._drained.set()
         return group
 
-    def _store_group(self, group: list[Outcome]) -> None:
-        try:
-            not_stored = self._store.record(self._owner, group)
-        except TransientDatabaseError:
-            raise
-        except DatabaseError:
-            self._deliver([self._store_alone(outcome) for outcome in group])
-            return
-        self._deliver([Verdict(outcome, not_stored.get(outcome.run_id, Fate.STORED)) for outcome in group])
 
-    def _store_alone(self, outcome: Outcome) -> Verdict:
-        """Store one outcome or, if the database refuses it, a failure saying why."""
-        try:
-            fate = self._store.record(self._owner, [outcome]).get(outcome.run_id, Fate.STORED)
-        except TransientDatabaseError:
-            raise
-        except DatabaseError as error:
-            logger.error("smallab-db: the outcome of run %d cannot be stored: %s", outcome.run_id, error)
-            return self._store_refusal(outcome, error)
-        return Verdict(outcome, fate)
+def store_group(store: RunStore, token: str, group: list[Outcome]) -> list[Verdict]:
+    """Store a group of outcomes of runs claimed with ``token`` in one transaction and return what became of each.
 
-    def _store_refusal(self, outcome: Outcome, error: DatabaseError) -> Verdict:
-        """Store the run as failed with a :class:`ResultNotStoredError`; if even the reason's text is refused, with
-        its plain ASCII form."""
-        reason = ResultNotStoredError(f"the outcome of this run could not be stored, so it is marked failed: {error}")
-        replacement = failure(outcome.run_id, outcome.started_at, reason, in_worker=False)
-        replacement.finished_at = outcome.finished_at
-        replacement.specification = outcome.specification
-        try:
-            not_stored = self._store.record(self._owner, [replacement])
-        except TransientDatabaseError:
-            raise
-        except DatabaseError:
-            replacement.error_message = ascii(replacement.error_message)
-            replacement.traceback = None
-            not_stored = self._store.record(self._owner, [replacement])
-        return Verdict(replacement, not_stored.get(outcome.run_id, Fate.STORED_AS_FAILURE))
+    A group the database refuses is stored again one outcome at a time; an outcome it still refuses is stored as a
+    failure with a :class:`ResultNotStoredError` saying why.
 
-    def _deliver(self, verdicts: list[Verdict]) -> None:
-        for verdict in verdicts:
-            if verdict.fate in (Fate.CLAIM_LOST, Fate.DELETED):
-                logger.warning(
-                    "smallab-db: the outcome of run %d was not stored: %s", verdict.outcome.run_id, verdict.fate.value
-                )
-        self._on_verdicts(verdicts)
+    Raises:
+        TransientDatabaseError: the database stayed unreachable or busy for longer than the retries cover.
+    """
+    try:
+        not_stored = store.record(token, group)
+    except TransientDatabaseError:
+        raise
+    except DatabaseError:
+        verdicts = [_store_alone(store, token, outcome) for outcome in group]
+    else:
+        verdicts = [Verdict(outcome, not_stored.get(outcome.run_id, Fate.STORED)) for outcome in group]
+    for verdict in verdicts:
+        if verdict.fate in (Fate.CLAIM_LOST, Fate.DELETED):
+            logger.warning(
+                "smallab-db: the outcome of run %d was not stored: %s", verdict.outcome.run_id, verdict.fate.value
+            )
+    return verdicts
+
+
+def _store_alone(store: RunStore, token: str, outcome: Outcome) -> Verdict:
+    """Store one outcome or, if the database refuses it, a failure saying why."""
+    try:
+        fate = store.record(token, [outcome]).get(outcome.run_id, Fate.STORED)
+    except TransientDatabaseError:
+        raise
+    except DatabaseError as error:
+        logger.error("smallab-db: the outcome of run %d cannot be stored: %s", outcome.run_id, error)
+        return _store_refusal(store, token, outcome, error)
+    return Verdict(outcome, fate)
+
+
+def _store_refusal(store: RunStore, token: str, outcome: Outcome, error: DatabaseError) -> Verdict:
+    """Store the run as failed with a :class:`ResultNotStoredError`; if even the reason's text is refused, with its
+    plain ASCII form."""
+    reason = ResultNotStoredError(f"the outcome of this run could not be stored, so it is marked failed: {error}")
+    replacement = failure(outcome.run_id, outcome.started_at, reason, in_worker=False)
+    replacement.finished_at = outcome.finished_at
+    replacement.specification = outcome.specification
+    try:
+        not_stored = store.record(token, [replacement])
+    except TransientDatabaseError:
+        raise
+    except DatabaseError:
+        replacement.error_message = ascii(replacement.error_message)
+        replacement.traceback = None
+        not_stored = store.record(token, [replacement])
+    return Verdict(replacement, not_stored.get(outcome.run_id, Fate.STORED_AS_FAILURE))

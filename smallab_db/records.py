@@ -45,7 +45,8 @@ class ExperimentTraceback(Exception):
 class Outcome:
     """What running one specification produced: a pickled result, or an error with its traceback.
 
-    Workers fill in everything but ``specification``, which the calling process adds back.
+    Workers fill in everything but ``specification``, which the calling process adds back, and ``fate``, which is set
+    when the worker stored the outcome itself.
     """
 
     run_id: int
@@ -61,6 +62,7 @@ class Outcome:
     executions: int = 1  # more than 1 when a worker died and the run was executed again alone
     specification: Specification | None = None
     output: str | None = None  # the tail of what the run logged (see smallab_db.run_output)
+    fate: Fate | None = None  # what the database made of it, when the worker that ran it stored it
 
     @property
     def failed(self) -> bool:

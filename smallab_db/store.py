@@ -414,9 +414,9 @@ class RunStore(RunQueries):
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
-    def record(self, owner: Owner, outcomes: Sequence[Outcome]) -> dict[int, Fate]:
-        """Store finished runs held by ``owner`` in one transaction; an outcome is stored only while ``owner`` still
-        holds the run's claim.
+    def record(self, token: str, outcomes: Sequence[Outcome]) -> dict[int, Fate]:
+        """Store finished runs claimed with ``token`` in one transaction; an outcome is stored only while the claim
+        is still held under that token.
 
         Returns:
             The runs whose outcome was not stored, each with why: its claim was lost (taken over, or the run put
@@ -434,7 +434,7 @@ class RunStore(RunQueries):
             [
                 {
                     "b_id": outcome.run_id,
-                    "b_token": owner.token,
+                    "b_token": token,
                     "b_status": COMPLETED if outcome.error_type is None else FAILED,
                     "b_extra_executions": outcome.executions - 1,
                     "b_started": outcome.started_at,
@@ -457,8 +457,8 @@ class RunStore(RunQueries):
             not_stored: dict[int, Fate] = {}
             if self._record.execute(connection, parameters) != len(parameters):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
-                for run_id, token, status in connection.execute(now_held):
-                    if token == owner.token and status in (COMPLETED, FAILED):
+                for run_id, held_by, status in connection.execute(now_held):
+                    if held_by == token and status in (COMPLETED, FAILED):
                         del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost
                     else:
                         not_stored[run_id] = Fate.CLAIM_LOST

@@ -1,6 +1,6 @@
 """What a worker writes to the database while its run goes on: progress, checkpoints, the runs an
-overlapping-output experiment produces on the way, and the run's output so far (:mod:`smallab_db.live_output`).
-Nothing else in a worker touches the database.
+overlapping-output experiment produces on the way, and the run's output so far (:mod:`smallab_db.live_output`);
+and, in a joblib pool, the outcomes of the runs it executed.
 
 Why workers write at all: a checkpoint must outlive the worker that made it (a killed process, a crashed machine),
 and the runner that resumes the run, on any machine sharing the database, must find it there; an output run must be
@@ -10,8 +10,9 @@ How it stays safe: every write is one transaction of :class:`~smallab_db.store.R
 compare-and-set on the row, that the run is still ``running`` under the claim token the calling process claimed
 it with, and locks the row until it commits. A worker whose claim was lost (another runner took the run over after
 the lease lapsed, or the batch was deleted) therefore writes nothing, and its run stops with
-:class:`~smallab_db.errors.ClaimLostError`. A worker never stores its own run's outcome: the calling process does,
-through the recorder, also under the claim token.
+:class:`~smallab_db.errors.ClaimLostError`. A worker of a joblib pool stores the outcomes of the chunk
+of runs it executed in the same way (see :func:`smallab_db.dispatch.execute_chunk`), so that the calling process
+spends little per run; elsewhere the calling process stores them, through the recorder.
 
 Each worker process opens one engine per database, lazily, at its first write; a forked child drops the engines it
 inherited. In the calling process (serial and threaded runs) the runner's own store is used, so that its writes
@@ -52,7 +53,9 @@ def unshare_store(database: URL, store: RunStore) -> None:
             del _stores[_key(database)]
 
 
-def _store_for(database: URL) -> RunStore:
+def store_for(database: URL) -> RunStore:
+    """The store runs executed in this process write through: the runner's own if it shared it, else one engine
+    per database, opened at the first write."""
     with _stores_lock:
         _forget_inherited()
         store = _stores.get(_key(database))
@@ -96,7 +99,7 @@ class RunLink:
         Raises:
             ClaimLostError: the claim is no longer held; nothing was written.
         """
-        self._held(_store_for(self.database).report_progress(self.run_id, self.token, progress, total))
+        self._held(store_for(self.database).report_progress(self.run_id, self.token, progress, total))
 
     def save_checkpoint(self, state: bytes, keep: int) -> None:
         """Store a checkpoint, keeping the ``keep`` newest.
@@ -104,7 +107,7 @@ class RunLink:
         Raises:
             ClaimLostError: the claim is no longer held; nothing was written.
         """
-        self._held(_store_for(self.database).save_checkpoint(self.run_id, self.token, state, keep))
+        self._held(store_for(self.database).save_checkpoint(self.run_id, self.token, state, keep))
 
     def store_outputs(self, produced: Sequence[ImportedRun]) -> None:
         """Store runs the run produced on the way as completed runs of its batch.
@@ -112,15 +115,15 @@ class RunLink:
         Raises:
             ClaimLostError: the claim is no longer held; nothing was written.
         """
-        self._held(_store_for(self.database).store_outputs(self.run_id, self.token, produced))
+        self._held(store_for(self.database).store_outputs(self.run_id, self.token, produced))
 
     def write_output(self, output: str | None) -> bool:
         """Store the run's output so far; return whether the claim is still held (if not, nothing was written)."""
-        return _store_for(self.database).write_output(self.run_id, self.token, output)
+        return store_for(self.database).write_output(self.run_id, self.token, output)
 
     def checkpoint_states(self) -> list[bytes]:
         """Return the run's checkpoints, newest first."""
-        return _store_for(self.database).checkpoint_states(self.run_id)
+        return store_for(self.database).checkpoint_states(self.run_id)
 
     def _held(self, held: bool) -> None:
         if not held:

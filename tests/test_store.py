@@ -58,7 +58,7 @@ def test_a_claim_takes_only_pending_runs(database_url: str) -> None:
     assert len(first) == 3 and len(second) == 2
     assert not {run_id for run_id, _ in first} & {run_id for run_id, _ in second}
     assert runner.store.claim(batch_id, Owner(lease_seconds=600), 10) == []  # running runs are not taken again
-    assert runner.store.record(owner, [completed(run_id, 1) for run_id, _ in first + second]) == {}
+    assert runner.store.record(owner.token, [completed(run_id, 1) for run_id, _ in first + second]) == {}
     assert runner.store.claim(batch_id, owner, 10) == []  # nor completed ones
 
 
@@ -72,11 +72,11 @@ def test_a_late_result_is_refused_while_the_new_owner_still_runs_the_run(databas
     assert runner.store.reclaim_abandoned(batch_id, new) == 1
     assert [claimed for claimed, _ in runner.store.claim(batch_id, new, 1)] == [run_id]
 
-    assert runner.store.record(old, [completed(run_id, -1)]) == {run_id: Fate.CLAIM_LOST}
+    assert runner.store.record(old.token, [completed(run_id, -1)]) == {run_id: Fate.CLAIM_LOST}
     row = run_rows(runner)[run_id]
     assert (row.status, row.claim_token, row.result, row.result_json) == ("running", new.token, None, None)
 
-    assert runner.store.record(new, [completed(run_id, 7)]) == {}
+    assert runner.store.record(new.token, [completed(run_id, 7)]) == {}
     row = run_rows(runner)[run_id]
     assert (row.status, row.result_json) == ("completed", {"value": 7})
 
@@ -86,7 +86,7 @@ def test_an_outcome_of_a_deleted_run_is_reported_deleted(database_url: str) -> N
     owner = Owner(lease_seconds=600)
     claimed = [run_id for run_id, _ in runner.store.claim(batch_id, owner, 2)]
     runner.store.delete_batch(batch_id)
-    assert runner.store.record(owner, [completed(run_id, 1) for run_id in claimed]) == dict.fromkeys(
+    assert runner.store.record(owner.token, [completed(run_id, 1) for run_id in claimed]) == dict.fromkeys(
         claimed, Fate.DELETED
     )
 
@@ -97,8 +97,8 @@ def test_recording_again_after_a_lost_acknowledgement_counts_as_stored(database_
     runner, batch_id = registered(database_url, 1)
     owner = Owner(lease_seconds=600)
     [(run_id, _)] = runner.store.claim(batch_id, owner, 1)
-    assert runner.store.record(owner, [completed(run_id, 1)]) == {}
-    assert runner.store.record(owner, [completed(run_id, 1)]) == {}
+    assert runner.store.record(owner.token, [completed(run_id, 1)]) == {}
+    assert runner.store.record(owner.token, [completed(run_id, 1)]) == {}
 
 
 def backend_waiting_for_a_lock(admin: Any, database: str) -> bool:
@@ -116,7 +116,7 @@ def test_requeuing_does_not_undo_a_claim_taken_since_it_read_the_status(postgres
     [(run_id, _)] = runner.store.claim(batch_id, owner, 1)
     now = utc_now()
     failed = Outcome(run_id=run_id, started_at=now, finished_at=now, error_type="ValueError", error_message="x")
-    assert runner.store.record(owner, [failed]) == {}
+    assert runner.store.record(owner.token, [failed]) == {}
 
     database = sa.make_url(postgres_url).database
     plain_url = postgres_url.replace("+psycopg", "")

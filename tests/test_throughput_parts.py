@@ -1,6 +1,7 @@
 """The parts that make runs cheap, each checked for what it must keep: registration read in one pass or looked up
-hash by hash gives the same runs, chunk sizes follow the pace of runs, writers take turns through the lock file
-without keeping it open, and the claims of a runner are found through their index."""
+hash by hash gives the same runs, and a runner that finds the batch registered writes nothing; chunk sizes follow
+the pace of runs; writers take turns through the lock file without keeping it open; the claims of a runner are found
+through their index; workers store their outcomes, or hand them back when they cannot."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from smallab_db import ExperimentRunner, batch_run
+from smallab_db import ExperimentRunner, batch_run, worker_writes
 from smallab_db.bulk import sqlite_timestamp
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.schema import runs
+from smallab_db.specification import hashed
 from smallab_db.write_turns import LOCK_SUFFIX
 
 
@@ -160,3 +162,87 @@ def test_the_fast_sqlite_timestamp_is_the_text_sqlalchemy_stores(moment: datetim
     reference = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
     assert reference is not None
     assert sqlite_timestamp(moment) == reference(moment)
+
+
+def test_a_runner_that_finds_its_specifications_registered_writes_nothing(tmp_path: Path) -> None:
+    """Runners starting together on one batch: the one that read the batch before another registered it catches up
+    on what was added, and does not wait for the write lock (held here by a stalled writer) to insert it again."""
+    database = tmp_path / "together.db"
+    specifications = list(hashed([{"seed": seed} for seed in range(500)]))
+    with ExperimentRunner(database) as first, ExperimentRunner(database) as late:
+        batch_id = first.store.ensure_batch("b")
+        known = late.store.known_runs(batch_id, whole=True)  # read before the batch was registered
+        assert known.by_hash == {}
+        first.store.register(batch_id, specifications, rerun_all=False)
+        with open(str(database) + LOCK_SUFFIX, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            registering = threading.Thread(
+                target=late.store.register, args=(batch_id, specifications, False, known), daemon=True
+            )
+            registering.start()
+            registering.join(timeout=60)
+            assert not registering.is_alive(), "registering waited for the write lock"
+        assert len(known.by_hash) == 500
+        assert late.store.count(batch_id) == 500
+
+
+def test_a_batch_registered_meanwhile_is_read_again_and_new_specifications_are_inserted(database_url: str) -> None:
+    """A read of the batch that went stale before the write (another runner added runs) is caught up with, and only
+    the specifications still missing are inserted."""
+    with ExperimentRunner(database_url) as first, ExperimentRunner(database_url) as late:
+        batch_id = first.store.ensure_batch("b")
+        known = late.store.known_runs(batch_id, whole=True)
+        first.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(10)])), rerun_all=False)
+        late.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(15)])), False, known)
+        assert late.store.count(batch_id) == 15
+        summary = late.run("b", [{"seed": seed} for seed in range(15)], odd_fails, show_progress=False)
+    assert len(summary.completed) == 8 and len(summary.failed) == 7
+
+
+def printing_odd_fails(specification: dict[str, int]) -> dict[str, int]:
+    print("seed", specification["seed"], "in", os.getpid())
+    return odd_fails(specification)
+
+
+def test_workers_store_their_outcomes_and_the_hooks_still_get_every_result(tmp_path: Path) -> None:
+    database = tmp_path / "workers.db"
+    results: list[dict[str, int]] = []
+    with ExperimentRunner(database) as runner:
+        runner.on_specification_complete(lambda specification, result: results.append(result))
+        summary = runner.run(
+            "b", [{"seed": seed} for seed in range(40)], printing_odd_fails, show_progress=False, num_parallel=2
+        )
+        stored = statuses(runner)
+        with runner.engine.connect() as connection:
+            rows = connection.execute(sa.select(runs.c.specification, runs.c.result_json, runs.c.output)).all()
+    assert sorted(result["seed"] for result in results) == list(range(0, 40, 2))
+    assert len(summary.completed) == 20 and len(summary.failed) == 20
+    assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(40)}
+    for specification, result_json, output in rows:
+        assert output.startswith(f"seed {specification['seed']} in ")
+        assert int(output.split()[-1]) != os.getpid()  # ran in a worker
+        assert result_json == ({"seed": specification["seed"]} if specification["seed"] % 2 == 0 else None)
+
+
+def fails_to_store_in_the_worker(specification: dict[str, int]) -> dict[str, int]:
+    """Breaks this worker's way to the database (as a database gone from the worker's host would), then runs."""
+
+    def unreachable(database: object) -> None:
+        raise RuntimeError("the database cannot be reached from this worker")
+
+    worker_writes.store_for = unreachable  # type: ignore[assignment]
+    return odd_fails(specification)
+
+
+def test_outcomes_a_worker_cannot_store_are_stored_by_the_calling_process(tmp_path: Path) -> None:
+    with ExperimentRunner(tmp_path / "fallback.db") as runner:
+        summary = runner.run(
+            "b",
+            [{"seed": seed} for seed in range(12)],
+            fails_to_store_in_the_worker,
+            show_progress=False,
+            num_parallel=2,
+        )
+        stored = statuses(runner)
+    assert len(summary.completed) == 6 and len(summary.failed) == 6
+    assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(12)}

@@ -88,7 +88,7 @@ def test_a_run_that_is_not_running_takes_no_writes(database_url: str) -> None:
     runner, batch_id = registered(database_url, 2)
     owner = Owner(lease_seconds=600)
     (first, _), (second, _) = runner.store.claim(batch_id, owner, 2)
-    runner.store.record(owner, [completed(first, 1)])
+    runner.store.record(owner.token, [completed(first, 1)])
     runner.store.release(owner, [])
     for run_id in (first, second):  # completed, and back to pending
         with pytest.raises(ClaimLostError):
@@ -107,7 +107,7 @@ def test_the_newest_checkpoints_are_kept_and_a_completed_run_drops_them(database
 
     now = utc_now()
     failed = failure(second, now, RuntimeError("step 6 failed"), in_worker=False)
-    assert runner.store.record(owner, [completed(first, 1), failed]) == {}
+    assert runner.store.record(owner.token, [completed(first, 1), failed]) == {}
     assert stored_checkpoints(runner, first) == []  # completed: not needed any more
     assert stored_checkpoints(runner, second) == [b"state 3", b"state 4", b"state 5"]  # failed: a re-run resumes
 
@@ -116,7 +116,7 @@ def test_an_outcome_refused_for_a_lost_claim_leaves_the_checkpoints(database_url
     runner, batch_id, run_id, owner = one_claimed_run(database_url)
     link(runner, run_id, owner).save_checkpoint(b"state", keep=3)
     take_over(runner, batch_id, run_id)
-    assert runner.store.record(owner, [completed(run_id, 1)]) != {}
+    assert runner.store.record(owner.token, [completed(run_id, 1)]) != {}
     assert stored_checkpoints(runner, run_id) == [b"state"]  # the new owner resumes from it
 
 

@@ -48,7 +48,7 @@ def test_another_host_s_claims_are_reclaimed_after_the_lease_and_its_late_result
 
     now = utc_now()
     late = Outcome(run_id=claimed[0], started_at=now, finished_at=now, result_pickle=pickle.dumps({"square": -1}))
-    assert runner.store.record(foreign, [late]) == {claimed[0]: Fate.CLAIM_LOST}
+    assert runner.store.record(foreign.token, [late]) == {claimed[0]: Fate.CLAIM_LOST}
     assert runner.results("foreign")[0] == {"specification": {"seed": 0}, "result": {"square": 0}}
 
 
