@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/bench_parallel.py [N_TRIVIAL] [N_CPU]   (defaults 20000 and 200)
 
-For k = 1, 2 and every core, with loky:
+Workers are started, and have imported smallab-db in a first call (whose rate is printed), before the figures below
+are measured. For k = 1, 2 and every core, with loky:
 - trivial experiments (``{"x": spec["seed"]}``): smallab-db's experiments/s, the serial rate of smallab-db in the
   same run, and plain ``joblib.Parallel(n_jobs=k)`` on the same function;
 - 20 ms CPU-bound experiments: smallab-db's speed-up over its own k=1 run, against joblib's over a plain loop;
@@ -70,6 +71,8 @@ def main() -> None:
     Parallel(n_jobs=cores)(delayed(trivial)({"seed": 0}) for _ in range(cores))  # start loky's workers once
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
+        cold, _ = smallab_db_rate(folder, trivial, n_trivial, cores)
+        print(f"the first call, workers importing smallab-db: {cold:,.0f}/s, N={n_trivial}, k={cores}")
         serial, _ = smallab_db_rate(folder, trivial, n_trivial, 1)
         print(f"trivial experiments, N={n_trivial}, {cores} cores; serial smallab-db {serial:,.0f}/s")
         for k in ks:

@@ -38,21 +38,25 @@ class Claims:
         self._handed_out = 0
         self._started = time.monotonic()
         self._confirmed_at = self._started
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the buffer and the runs in flight, for a moment each time
+        self._taking = threading.Lock()  # held while a run is taken, claiming or renewing first if need be
 
     def __iter__(self) -> Iterator[tuple[int, Specification]]:
         while True:
-            with self._lock:
+            with self._taking:  # finishing runs meanwhile waits for no claim or renewal
                 if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
-                    self._keep_held(self._renew())
+                    self.retain(self._renew())
                 if not self._buffer:
-                    self._buffer.extend(self._claim_more())
-                    self._confirmed_at = time.monotonic()
-                if not self._buffer:
-                    return
-                run_id, specification = self._buffer.popleft()
-                self._in_flight[run_id] = specification
-                self._handed_out += 1
+                    claimed = self._claim_more()
+                    with self._lock:
+                        self._buffer.extend(claimed)
+                        self._confirmed_at = time.monotonic()
+                with self._lock:
+                    if not self._buffer:
+                        return
+                    run_id, specification = self._buffer.popleft()
+                    self._in_flight[run_id] = specification
+                    self._handed_out += 1
             yield run_id, specification
 
     def finish(self, run_id: int) -> Specification:
@@ -82,7 +86,7 @@ class Claims:
             How many of them this object did not know of: claims whose taking committed although the connection
             dropped before saying so (the claim was then taken again). They are pending again, to be run.
         """
-        with self._lock:
+        with self._taking, self._lock:
             unstarted = [run_id for run_id, _ in self._buffer]
             known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()
