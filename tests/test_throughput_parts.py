@@ -164,6 +164,25 @@ def test_the_fast_sqlite_timestamp_is_the_text_sqlalchemy_stores(moment: datetim
     assert sqlite_timestamp(moment) == reference(moment)
 
 
+def test_timestamps_in_a_row_each_get_their_own_text() -> None:
+    """The text up to the second is kept between calls: a timestamp in the same second, in the same second of
+    another day or year, or the second after, still gets its own."""
+    dialect = sqlite.dialect()
+    reference = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert reference is not None
+    first = datetime(2026, 11, 27, 21, 5, 0, 123_456, tzinfo=UTC)
+    moments = [
+        first,
+        first.replace(microsecond=7),
+        first.replace(day=28),
+        first.replace(year=2027),
+        first + timedelta(seconds=1),
+        first.replace(tzinfo=None),
+        first,
+    ]
+    assert [sqlite_timestamp(moment) for moment in moments] == [reference(moment) for moment in moments]
+
+
 def test_a_runner_that_finds_its_specifications_registered_writes_nothing(tmp_path: Path) -> None:
     """Runners starting together on one batch: the one that read the batch before another registered it catches up
     on what was added, and does not wait for the write lock (held here by a stalled writer) to insert it again."""
