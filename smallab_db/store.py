@@ -183,17 +183,20 @@ class RunStore(RunQueries):
         read outside the write lock; unless it is the ``last_try``: it then looks the missing hashes up under the
         write lock."""
 
+        json_text = self._insert_pending.json_text
+        rows = self._insert_pending.driver_rows(  # made before the transaction, so that the write lock is held briefly
+            [{"b_hash": spec_hash, "b_specification": json_text(text)} for spec_hash, text in missing.items()],
+            shared={"b_batch": batch_id, "b_created": utc_now()},
+        )
+
         def transaction(connection: Connection) -> int | None:
-            inserting = missing
+            inserting = rows
             if connection.execute(NEWEST_RUN_ID).scalar_one() != known.newest_id:
                 if not last_try:
                     return None
                 present = self._registered(connection, batch_id, list(missing))
-                inserting = {spec_hash: text for spec_hash, text in missing.items() if spec_hash not in present}
-            json_text = self._insert_pending.json_text
-            rows = [{"b_hash": spec_hash, "b_specification": json_text(text)} for spec_hash, text in inserting.items()]
-            shared = {"b_batch": batch_id, "b_created": utc_now()}
-            self._insert_pending.execute(connection, self._insert_pending.driver_rows(rows, shared))
+                inserting = [row for row in rows if row["b_hash"] not in present]
+            self._insert_pending.execute(connection, inserting)
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
                 requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
                 connection.execute(requeue.values(status=PENDING))
