@@ -99,7 +99,7 @@ def outcomes(
         )
         chunks = pace.chunks(iter(claims))
         try:
-            tasks = (delayed(execute_chunk)(main, link, chunk, keep_results) for chunk in chunks)
+            tasks = (delayed(execute_chunk)(main, link, chunk, pace.runs_are_short(), keep_results) for chunk in chunks)
             for chunk_outcomes in parallel(tasks):
                 pace.measure(chunk_outcomes)
                 yield from chunk_outcomes
@@ -128,13 +128,16 @@ def _waves(
 
 
 def execute_chunk(
-    main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]], keep_results: bool
+    main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]], store_here: bool, keep_results: bool
 ) -> list[Outcome]:
-    """Execute a chunk of runs one after the other in a worker process, store their outcomes from there, and return
-    them with their fate, light: without their output, and without their result unless ``keep_results`` (a hook
-    needs it). If they cannot be stored here, they are returned whole, to be stored by the calling process."""
+    """Execute a chunk of runs one after the other in a worker process and return their outcomes.
+
+    With ``store_here`` (short runs: see :meth:`Pace.runs_are_short`), the worker stores them itself and returns them
+    with their fate, light: without their output, and without their result unless ``keep_results`` (a hook needs
+    it). Outcomes it cannot store are returned whole, to be stored by the calling process, as are all the others.
+    """
     outcomes = [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
-    if not outcomes:
+    if not store_here or not outcomes:
         return outcomes
     claimed = link(outcomes[0].run_id)  # the database and the claim token, shared by the chunk
     try:

@@ -11,6 +11,10 @@ from smallab_db.records import Outcome
 
 CHUNK_SECONDS = 0.05  # the work a chunk holds: its first result waits at most about this long to be stored
 MAX_CHUNK = 1000
+# Runs shorter than this are stored by the worker that ran them: storing them would keep the calling process busier
+# than running them keeps a worker. Longer ones are stored by the calling process, which has the time, so that a
+# worker only runs.
+WORKERS_STORE_BELOW_SECONDS = 0.001
 
 
 class Pace:
@@ -38,6 +42,11 @@ class Pace:
         if self._seconds_per_run is None:
             return 1
         return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self._seconds_per_run, 1e-9))))
+
+    def runs_are_short(self) -> bool:
+        """Whether runs are so short that workers should store their outcomes (see
+        :data:`WORKERS_STORE_BELOW_SECONDS`); not until a chunk has come back."""
+        return self._seconds_per_run is not None and self._seconds_per_run < WORKERS_STORE_BELOW_SECONDS
 
     def chunks(self, claimed: Iterator[tuple[int, Specification]]) -> Iterator[list[tuple[int, Specification]]]:
         """Group claimed runs in chunks of the size the pace calls for when each chunk is made."""

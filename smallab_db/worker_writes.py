@@ -1,6 +1,6 @@
 """What a worker writes to the database while its run goes on: progress, checkpoints, the runs an
 overlapping-output experiment produces on the way, and the run's output so far (:mod:`smallab_db.live_output`);
-and, in a joblib pool, the outcomes of the runs it executed.
+and, in a joblib pool, the outcomes of the short runs it executed.
 
 Why workers write at all: a checkpoint must outlive the worker that made it (a killed process, a crashed machine),
 and the runner that resumes the run, on any machine sharing the database, must find it there; an output run must be
@@ -10,8 +10,8 @@ How it stays safe: every write is one transaction of :class:`~smallab_db.store.R
 compare-and-set on the row, that the run is still ``running`` under the claim token the calling process claimed
 it with, and locks the row until it commits. A worker whose claim was lost (another runner took the run over after
 the lease lapsed, or the batch was deleted) therefore writes nothing, and its run stops with
-:class:`~smallab_db.errors.ClaimLostError`. A worker of a joblib pool stores the outcomes of the chunk
-of runs it executed in the same way (see :func:`smallab_db.dispatch.execute_chunk`), so that the calling process
+:class:`~smallab_db.errors.ClaimLostError`. A worker of a joblib pool stores the outcomes of a chunk of
+short runs it executed in the same way (see :func:`smallab_db.dispatch.execute_chunk`), so that the calling process
 spends little per run; elsewhere the calling process stores them, through the recorder.
 
 Each worker process opens one engine per database, lazily, at its first write; a forked child drops the engines it

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import sqlite
 
 from smallab_db import ExperimentRunner, batch_run, worker_writes
 from smallab_db.bulk import sqlite_timestamp
-from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, Pace
+from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
@@ -86,6 +86,17 @@ def test_a_chunk_s_worth_of_work_is_what_its_size_holds() -> None:
     pace.measure(outcomes_taking(0.002, 5))
     size = pace.chunk_size()
     assert size * 0.002 <= CHUNK_SECONDS < (size + 1) * 0.002
+
+
+def test_workers_store_the_outcomes_of_short_runs_only() -> None:
+    """Storing a short run costs the calling process more than running it costs a worker, so workers store those;
+    the calling process stores longer ones, and the first chunk's, before the pace is known."""
+    pace = Pace()
+    assert not pace.runs_are_short()
+    pace.measure(outcomes_taking(WORKERS_STORE_BELOW_SECONDS / 10, 100))
+    assert pace.runs_are_short()
+    pace.measure(outcomes_taking(WORKERS_STORE_BELOW_SECONDS * 10, 2))
+    assert not pace.runs_are_short()
 
 
 def lock_files_open(path: Path) -> list[str]:
