@@ -46,7 +46,8 @@ class Reporter:
         self._thread.start()
 
     def deliver(self, verdicts: list[Verdict]) -> None:
-        """Queue verdicts to report; called from the recorder's thread."""
+        """Queue verdicts to report; called from the thread that stored them (the runner's, the recorder's watchdog,
+        or the runner's for outcomes a worker stored)."""
         if self._on_complete is None:  # nothing needs the results any more: do not keep them queued
             for verdict in verdicts:
                 verdict.outcome.result = None

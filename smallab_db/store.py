@@ -130,8 +130,9 @@ class RunStore(RunQueries):
     ) -> list[int]:
         """Insert missing specifications as pending and queue finished ones again as asked.
 
-        What ``known`` does not say is looked up first, outside the write lock, and only if runs were added since it
-        was read; the write lock is taken only when there is something to write. So runners starting together on
+        What ``known`` does not say is read first, outside the write lock: the runs added since it was read, when it
+        holds the whole batch, else the hashes looked up. The write lock is taken only when there is something to
+        write. So runners starting together on
         one batch do not each insert it again, one after the other: all but the first find it registered.
 
         Args:
@@ -453,13 +454,13 @@ class RunStore(RunQueries):
             ]
         )
         ids = [outcome.run_id for outcome in outcomes]
-        now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
         completed = {outcome.run_id for outcome in outcomes if not outcome.failed}
 
         def transaction(connection: Connection) -> dict[int, Fate]:
             not_stored: dict[int, Fate] = {}
             if self._record.execute(connection, parameters) != len(parameters):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
+                now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
                 for run_id, held_by, status in connection.execute(now_held):
                     if held_by == token and status in (COMPLETED, FAILED):
                         del not_stored[run_id]  # stored, here or by a try whose acknowledgement the connection lost

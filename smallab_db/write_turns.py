@@ -62,8 +62,8 @@ class WriteTurns:
         except OSError:  # a file system without flock: SQLite's locking alone
             return
         # The kernel hands the lock over as soon as it is let go; the waiting is done in a thread of its own so
-        # that it can be given up. A waiter given up takes the lock later and lets go of it when this descriptor
-        # is closed (its wait holds the file open until then).
+        # that it can be given up. A waiter given up holds the file open while it waits: when it takes the lock
+        # after this write closed the descriptor, the lock goes with the file as its wait returns.
         taken = threading.Event()
         threading.Thread(target=_take, args=(descriptor, taken), name="smallab-db-write-turn", daemon=True).start()
         taken.wait(self._patience_seconds)
