@@ -7,7 +7,8 @@ Prints:
   work on the same schema (hash each specification, insert it pending, claim it, call ``main``, store its result,
   in transactions of 1,000 rows), each the best of three taking turns, in new files; and against smallab 2.3.1's
   ``MainRunner`` on SMALLAB_N specifications;
-- the seconds to re-check RECHECK_N completed specifications (a second run of the same batch);
+- the seconds to re-check RECHECK_N completed specifications: a second run of the same batch with the same list
+  (the batch knows it holds that list), and a third with the list reversed (each specification hashed again);
 - the peak memory of the process;
 - the cost of keeping each run's output: N runs of an experiment printing one line (to a standard output sent to
   /dev/null) against N runs of the trivial one, each measured three times, best of three.
@@ -153,6 +154,11 @@ def main() -> None:
         summary = runner.run("recheck", big, trivial, show_progress=False)
         recheck_seconds = time.perf_counter() - start
         assert summary.skipped == recheck_n
+        big.reverse()  # another list with the same runs: each specification is hashed and looked up
+        start = time.perf_counter()
+        summary = runner.run("recheck", big, trivial, show_progress=False)
+        rehash_seconds = time.perf_counter() - start
+        assert summary.skipped == recheck_n
         quiet_rate, printing_rate = output_rates(runner, n)
         runner.close()
         smallab = smallab_main_runner(folder, smallab_n)
@@ -165,7 +171,10 @@ def main() -> None:
         f"first run: {first:,.0f} experiments/s serial, N={n}, best of {ATTEMPTS}; ratio to the floor "
         f"{first / floor:.2f}, to smallab 2.3.1 {first / smallab:.0f}x"
     )
-    print(f"re-run: {recheck_n:,} completed specifications re-checked in {recheck_seconds:.3f} s")
+    print(
+        f"re-run: {recheck_n:,} completed specifications re-checked in {recheck_seconds:.3f} s (the same list), "
+        f"{rehash_seconds:.3f} s (the list reversed: each specification hashed)"
+    )
     print(f"peak memory: {peak_mb:,.0f} MB")
     print(
         f"output kept: {printing_rate:,.0f} experiments/s printing one line against {quiet_rate:,.0f}/s printing "

@@ -4,7 +4,6 @@ pending runs until none is left."""
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from tqdm import tqdm
 
-from smallab_db import dispatch, run_output, specification
+from smallab_db import dispatch, run_output
 from smallab_db.claims import Claims
 from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
@@ -23,14 +22,12 @@ from smallab_db.lease import LeaseKeeper
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
 from smallab_db.records import Outcome, Owner, Verdict
+from smallab_db.registration import Registration
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
 from smallab_db.store import RunStore
 from smallab_db.summary import RunSummary, Tally
 from smallab_db.worker_writes import RunLink
-
-REGISTER_CHUNK = 20_000  # specifications per registering transaction
-SCAN_FACTOR = 4  # read a batch's runs in one pass when they are at most this many per specification
 
 BatchHook = Callable[[list[Specification]], Any]
 BatchFailureHook = Callable[[list[BaseException], list[Specification]], Any]
@@ -73,7 +70,8 @@ class BatchRun:
             KeyboardInterrupt: after storing what finished and releasing the rest.
         """
         batch_id = self.store.ensure_batch(self.name)
-        completed = self._register(batch_id, specifications, rerun_all)
+        registration = Registration(self.store, batch_id, self.lease_seconds, self.keep_key_order)
+        completed = registration.register(specifications, rerun_all)
         tally = Tally(completed)
         pending = self.store.count(batch_id, PENDING)
         if pending == 0 and self.show_progress:
@@ -117,19 +115,6 @@ class BatchRun:
             f"{self.name}: all {completed} runs are already completed, nothing to run "
             "(continue_from_last_run=False runs them again)"
         )
-
-    def _register(self, batch_id: int, specifications: list[Specification], rerun_all: bool) -> list[int]:
-        """Insert the specifications in chunks; return the ids of those completed already.
-
-        When the batch holds not many more runs than there are specifications, they are read in one pass
-        first, which is faster than looking each hash up; otherwise each chunk looks its hashes up.
-        """
-        completed: list[int] = []
-        known = self.store.known_runs(batch_id, whole=self.store.count(batch_id) <= SCAN_FACTOR * len(specifications))
-        hashed = specification.hashed(specifications, self.keep_key_order)
-        while chunk := list(itertools.islice(hashed, REGISTER_CHUNK)):
-            completed += self.store.register(batch_id, chunk, rerun_all, known)
-        return completed
 
     def _run_pending(self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller) -> bool:
         """Claim and run pending runs until none is left, storing and reporting each as it finishes.

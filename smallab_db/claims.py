@@ -100,9 +100,7 @@ class Claims:
         return claimed
 
     def _chunk_size(self) -> int:
-        return max(self._min_chunk, min(MAX_CLAIM, int(self._rate() * CLAIM_SECONDS)))
-
-    def _rate(self) -> float:
-        """Runs handed out per second so far: the pace runs are taken at, over at least the first second (a few
-        runs handed out in the first milliseconds say nothing of the pace, and must not make chunks large)."""
-        return self._handed_out / max(time.monotonic() - self._started, 1.0)
+        """About :data:`CLAIM_SECONDS` of work at the pace runs were taken so far, and at most twice the runs taken
+        so far: a few runs taken in the first milliseconds say little of the pace, so chunks grow step by step."""
+        rate = self._handed_out / max(time.monotonic() - self._started, 1e-3)
+        return max(self._min_chunk, min(MAX_CLAIM, 2 * self._handed_out, int(rate * CLAIM_SECONDS)))

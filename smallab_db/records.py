@@ -34,6 +34,26 @@ class Owner:
     node: str = field(default_factory=liveness.this_node)
 
 
+@dataclass(frozen=True)
+class RegistrationState:
+    """A batch's row of registrations: the list its runs are, and the runner registering a list now, if any.
+
+    Attributes:
+        listed_digest: the digest of the specification list whose runs the batch held exactly when it was recorded
+            (see :func:`smallab_db.specification.list_digest`); None when runs were added or deleted since.
+        listed_count: how many runs that list has.
+        registering_digest: the digest of the list a runner is registering now.
+        registering: the owner of that turn (its ``lease_seconds`` is 0: unknown here), or None.
+        registering_in_time: the turn's lease has not run out.
+    """
+
+    listed_digest: str | None = None
+    listed_count: int | None = None
+    registering_digest: str | None = None
+    registering: Owner | None = None
+    registering_in_time: bool = False
+
+
 class ExperimentTraceback(Exception):
     """The traceback of an experiment's exception, kept as text and attached as the exception's ``__cause__``."""
 

@@ -80,6 +80,23 @@ runs = Table(
     Index(None, "claim_token", "status"),
 )
 
+# What registering specifications knows of each batch (one row per batch, made with it): the digest of the list
+# whose runs the batch holds exactly, so that registering that list again reads instead of hashing it; and the runner
+# registering a list now, so that runners given the same list wait for it instead of hashing it too.
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("batch_id", Integer, ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("listed_digest", String(64)),
+    Column("listed_count", Integer),
+    Column("registering_digest", String(64)),
+    Column("registering_token", String(32)),
+    Column("registering_host", String(255)),
+    Column("registering_node", String(255)),
+    Column("registering_pid", Integer),
+    Column("registering_until", DateTime(timezone=True)),
+)
+
 # The saved states of checkpointed runs in progress, newest last; removed when their run completes.
 checkpoints = Table(
     "checkpoints",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
@@ -120,6 +121,26 @@ def hashed(specifications: Iterable[Specification], keep_key_order: bool = False
     for specification in specifications:
         canonical = canonical_json(specification)
         yield hash_canonical(canonical), serialize_json(specification) if keep_key_order else canonical
+
+
+def list_digest(specifications: list[Specification], keep_key_order: bool = False) -> str:
+    """Return a digest of a validated list, its order and its keys' order included, for telling that a list is the
+    one registered before without hashing each specification. Equal digests mean equal lists; equal lists built
+    differently (one dict object listed twice, say) may digest apart, which only costs the shortcut."""
+    digest = hashlib.blake2b(digest_size=32)
+    digest.update(f"{HASH_SCHEME} keep_key_order={keep_key_order}".encode())
+    pickle.Pickler(_Digesting(digest), protocol=5).dump(specifications)  # in frames: the pickle is never whole
+    return digest.hexdigest()
+
+
+class _Digesting:
+    """A file that feeds what is written to it to a hash."""
+
+    def __init__(self, digest: hashlib.blake2b) -> None:
+        self._digest = digest
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
 
 
 def _is_flat_and_plain(specification: dict[Any, Any]) -> bool:

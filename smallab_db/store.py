@@ -18,8 +18,8 @@ from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
 from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
-from smallab_db.records import Fate, ImportedRun, Outcome, Owner, utc_now
-from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, runs
+from smallab_db.records import Fate, ImportedRun, Outcome, Owner, RegistrationState, utc_now
+from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, registrations, runs
 from smallab_db.specification import HASH_SCHEME
 from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
@@ -113,6 +113,7 @@ class RunStore(RunQueries):
             connection.execute(self._insert_ignoring_duplicates(batches, new))
             query = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
             batch_id, scheme = connection.execute(query).one()
+            connection.execute(self._insert_ignoring_duplicates(registrations, {"batch_id": batch_id}))
             return batch_id, scheme
 
         batch_id, scheme = self._write(transaction, f"creating batch {name!r}")
@@ -198,6 +199,8 @@ class RunStore(RunQueries):
                 present = self._registered(connection, batch_id, list(missing))
                 inserting = [row for row in rows if row["b_hash"] not in present]
             self._insert_pending.execute(connection, inserting)
+            if inserting:
+                _unlist(connection, batch_id)
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
                 requeue = update(runs).where(runs.c.id.in_(requeue_ids), runs.c.status.in_(requeued))
                 connection.execute(requeue.values(status=PENDING))
@@ -221,6 +224,108 @@ class RunStore(RunQueries):
             return runs.c.spec_hash == any_(bindparam("hashes", hashes, type_=postgresql.ARRAY(String)))
         listed = func.json_each(bindparam("hashes", json.dumps(hashes))).table_valued("value")
         return runs.c.spec_hash.in_(select(listed.c.value))
+
+    # -- registering a list the batch may hold already ----------------------------------------------------------
+
+    def registration(self, batch_id: int) -> RegistrationState | None:
+        """Return the batch's row of registrations as it is now; None if the batch was deleted meanwhile."""
+        r = registrations.c
+        query = select(
+            r.listed_digest,
+            r.listed_count,
+            r.registering_digest,
+            r.registering_token,
+            r.registering_host,
+            r.registering_node,
+            r.registering_pid,
+            r.registering_until > self._now(),
+        ).where(r.batch_id == batch_id)
+        with self._reading() as connection:
+            row = connection.execute(query).one_or_none()
+        if row is None:
+            return None
+        listed_digest, listed_count, digest, token, host, node, pid, in_time = row
+        registering = None if token is None else Owner(lease_seconds=0, host=host, pid=pid, token=token, node=node)
+        return RegistrationState(listed_digest, listed_count, digest, registering, bool(in_time))
+
+    def take_registration_turn(self, batch_id: int, digest: str, owner: Owner, after: str | None) -> bool:
+        """Record that ``owner`` registers the list ``digest`` now, if the turn is still held by the token ``after``
+        (None: nobody); return whether it was taken."""
+        r = registrations.c
+        statement = (
+            update(registrations)
+            .where(r.batch_id == batch_id, r.registering_token.is_not_distinct_from(after))
+            .values(
+                registering_digest=digest,
+                registering_token=owner.token,
+                registering_host=owner.host,
+                registering_node=owner.node,
+                registering_pid=owner.pid,
+                registering_until=self._lease_end_expression(),
+            )
+        )
+        lease = {"b_lease": self._lease_parameter(owner)}
+        taken = self._write(
+            lambda connection: connection.execute(statement, lease).rowcount, "taking a registering turn"
+        )
+        return bool(taken == 1)
+
+    def renew_registration_turn(self, batch_id: int, owner: Owner) -> None:
+        """Push back the end of ``owner``'s turn to register, if it still has it."""
+        statement = (
+            update(registrations)
+            .where(registrations.c.batch_id == batch_id, registrations.c.registering_token == owner.token)
+            .values(registering_until=self._lease_end_expression())
+        )
+        lease = {"b_lease": self._lease_parameter(owner)}
+        self._write(lambda connection: connection.execute(statement, lease), "renewing a turn to register")
+
+    def end_registration_turn(self, batch_id: int, owner: Owner, listed: tuple[str, int] | None) -> None:
+        """End ``owner``'s turn to register, if it still has it; with ``listed`` = ``(digest, count)``, record that the
+        batch's runs are that list's, if the batch has as many runs as that list has distinct specifications.
+
+        Every change of which runs a batch has (adding, importing, deleting) clears what is recorded here, in its
+        own transaction; the batch's row is locked before its runs are counted, so that a change committed after the
+        count clears the record again.
+        """
+        r = registrations.c
+        row = select(r.registering_token).where(r.batch_id == batch_id).with_for_update()
+        mine = r.batch_id == batch_id, r.registering_token == owner.token
+        ended = {f"registering_{column}": None for column in ("digest", "token", "host", "node", "pid", "until")}
+
+        def transaction(connection: Connection) -> None:
+            connection.execute(row)
+            connection.execute(update(registrations).where(*mine).values(ended))
+            if listed is None:
+                return
+            digest, count = listed
+            if connection.execute(select(func.count()).where(runs.c.batch_id == batch_id)).scalar_one() == count:
+                values = {"listed_digest": digest, "listed_count": count}
+                connection.execute(update(registrations).where(r.batch_id == batch_id).values(values))
+
+        self._write(transaction, "ending a turn to register")
+
+    def register_listed(self, batch_id: int, listed_count: int, rerun_all: bool) -> list[int] | None:
+        """Register again the list recorded as the batch's runs (see :meth:`end_registration_turn`) without looking
+        at its specifications: queue failed runs again, and completed ones too with ``rerun_all``.
+
+        Returns:
+            The ids of the completed runs that stay so, as :meth:`register` does; None, having done nothing, when
+            the batch no longer has ``listed_count`` runs.
+        """
+        requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
+        in_batch = runs.c.batch_id == batch_id
+        with self._reading() as connection:
+            if connection.execute(select(func.count()).where(in_batch)).scalar_one() != listed_count:
+                return None
+            completed = select(runs.c.id).where(in_batch, runs.c.status == COMPLETED)
+            completed_ids = [] if rerun_all else list(connection.execute(completed).scalars())
+            to_requeue = connection.execute(select(runs.c.id).where(in_batch, runs.c.status.in_(requeued)).limit(1))
+            requeue = to_requeue.first() is not None
+        if requeue:
+            statement = update(runs).where(in_batch, runs.c.status.in_(requeued)).values(status=PENDING)
+            self._write(lambda connection: connection.execute(statement), "queuing runs again")
+        return completed_ids
 
     def import_completed(self, batch_id: int, found: Sequence[ImportedRun]) -> int:
         """Store runs found elsewhere as completed, unless the batch already has them completed or running.
@@ -252,6 +357,7 @@ class RunStore(RunQueries):
         ]
         if missing:
             connection.execute(self._insert_ignoring_duplicates(runs), missing)
+            _unlist(connection, batch_id)
         unfinished = [
             {
                 "b_id": run_id,
@@ -287,7 +393,13 @@ class RunStore(RunQueries):
         """Delete the batch's runs with ``status`` (None: any), or only run ``run_id`` (if it has ``status``); the
         batch stays. Return how many were deleted."""
         statement = delete(runs).where(*self._chosen(batch_id, status, run_id))
-        return self._write(lambda connection: connection.execute(statement).rowcount, "deleting runs")
+
+        def transaction(connection: Connection) -> int:
+            deleted = connection.execute(statement).rowcount
+            _unlist(connection, batch_id)
+            return int(deleted)
+
+        return self._write(transaction, "deleting runs")
 
     @staticmethod
     def _chosen(batch_id: int, status: str | None, run_id: int | None) -> list[Any]:
@@ -554,6 +666,12 @@ class RunStore(RunQueries):
         if values is not None:
             statement = statement.values(values)
         return statement.on_conflict_do_nothing()
+
+
+def _unlist(connection: Connection, batch_id: int) -> None:
+    """Record that the batch's runs changed, so that they are no longer known to be a given list's."""
+    values = {"listed_digest": None, "listed_count": None}
+    connection.execute(update(registrations).where(registrations.c.batch_id == batch_id).values(values))
 
 
 def _held(run_id: int, token: str) -> Any:

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import processes
@@ -33,7 +34,7 @@ def test_a_new_file_is_built_by_the_migrations(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
-    assert tables == {"batches", "runs", "checkpoints", VERSION_TABLE}
+    assert tables == {"batches", "runs", "checkpoints", "registrations", VERSION_TABLE}
     assert journal == "wal"
 
 
@@ -180,23 +181,44 @@ def test_an_older_postgresql_schema_asks_for_migrate(postgres_url: str) -> None:
     ExperimentRunner(postgres_url).run("after-migrate", [{"seed": 1}], Square(), show_progress=False)
 
 
+def down_and_up(database_url: str, revision: str, check_down: Callable[[sa.Connection], None]) -> None:
+    """Run a batch "kept", take the schema down to ``revision``, ``check_down`` it there, and upgrade it to head."""
+    with ExperimentRunner(database_url) as runner:
+        runner.run("kept", [{"seed": 2}], Square(), show_progress=False)
+    engine = create_engine(resolve_url(database_url))
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), revision)
+    with engine.begin() as connection:
+        check_down(connection)
+        command.upgrade(alembic_config(connection), "head")
+    engine.dispose()
+
+
 def test_migration_0005_goes_down_and_up_keeping_runs_and_the_query_role_s_view(database_url: str) -> None:
     from click.testing import CliRunner
 
     from smallab_db.cli import main
 
-    with ExperimentRunner(database_url) as runner:
-        runner.run("kept", [{"seed": 2}], Square(), show_progress=False)
-    engine = create_engine(resolve_url(database_url))
-    with engine.begin() as connection:
-        command.downgrade(alembic_config(connection), "0003")
-    with engine.begin() as connection:
+    def without_progress(connection: sa.Connection) -> None:
         assert "progress" not in {column["name"] for column in sa.inspect(connection).get_columns("runs")}
         assert connection.exec_driver_sql("SELECT batch, status FROM run_details").fetchall() == [("kept", "completed")]
-        command.upgrade(alembic_config(connection), "head")
-    engine.dispose()
+
+    down_and_up(database_url, "0003", without_progress)
     queried = CliRunner().invoke(
         main, ["query", "--json", database_url, "SELECT batch, status, progress, output FROM run_details"]
     )
     assert queried.exit_code == 0, queried.output
     assert json.loads(queried.output) == [{"batch": "kept", "status": "completed", "progress": None, "output": None}]
+
+
+def test_migration_0007_gives_each_batch_there_is_a_row_of_registrations(database_url: str) -> None:
+    def without_registrations(connection: sa.Connection) -> None:
+        assert "registrations" not in sa.inspect(connection).get_table_names()
+
+    down_and_up(database_url, "0006", without_registrations)
+    with ExperimentRunner(database_url) as runner:
+        with runner.engine.connect() as connection:
+            rows = connection.exec_driver_sql("SELECT listed_digest, registering_token FROM registrations").fetchall()
+        assert rows == [(None, None)]
+        again = runner.run("kept", [{"seed": 2}, {"seed": 3}], Square(), show_progress=False)
+    assert again.skipped == 1 and again.completed == [{"seed": 3}]

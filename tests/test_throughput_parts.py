@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from smallab_db import ExperimentRunner, batch_run, worker_writes
+from smallab_db import ExperimentRunner, registration, worker_writes
 from smallab_db.bulk import sqlite_timestamp
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace
 from smallab_db.records import Outcome, utc_now
@@ -45,7 +45,7 @@ def test_both_ways_of_registering_find_the_same_runs(
 ) -> None:
     """A second call skips the completed runs, runs the failed ones again and adds the new ones, whether the batch's
     runs were read in one pass or each hash was looked up (as for a batch with many more runs)."""
-    monkeypatch.setattr(batch_run, "SCAN_FACTOR", scan_factor)
+    monkeypatch.setattr(registration, "SCAN_FACTOR", scan_factor)
     with ExperimentRunner(database_url) as runner:
         first = runner.run("b", [{"seed": seed} for seed in range(10)], odd_fails, show_progress=False)
         assert len(first.completed) == 5 and len(first.failed) == 5
