@@ -15,6 +15,7 @@ from typing import Any
 import processes
 import pytest
 import sqlalchemy as sa
+from runner_processes import rows, statuses
 
 from smallab_db import ExperimentRunner, specification
 from smallab_db.records import ImportedRun
@@ -48,10 +49,8 @@ def hashings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-def attempts_by_seed(runner: ExperimentRunner) -> dict[int, tuple[str, int]]:
-    with runner.engine.connect() as connection:
-        rows = connection.execute(sa.select(runs.c.specification, runs.c.status, runs.c.attempts))
-        return {spec["seed"]: (status, attempts) for spec, status, attempts in rows}
+def attempts_by_seed(database: str) -> dict[int, tuple[str, int]]:
+    return {seed: (status, attempts) for seed, (status, attempts, _) in statuses(database).items()}
 
 
 def registration_row(runner: ExperimentRunner) -> dict[str, Any]:
@@ -72,7 +71,7 @@ def test_a_list_registered_before_is_read_not_hashed_and_its_failures_run_again(
         assert sorted(spec["seed"] for spec in second.failed) == list(range(1, COUNT, 2))
         again = runner.run("b", SPECIFICATIONS, odd_fails, show_progress=False, continue_from_last_run=False)
         assert hashings == [COUNT] and again.skipped == 0 and len(again.completed) == COUNT // 2
-        stored = attempts_by_seed(runner)
+        stored = attempts_by_seed(database_url)
         row = registration_row(runner)
     assert stored == {seed: ("completed", 2) if seed % 2 == 0 else ("failed", 3) for seed in range(COUNT)}
     assert row["registering_token"] is None and row["registering_digest"] is None
@@ -88,7 +87,7 @@ def test_the_same_specifications_in_another_order_or_key_order_are_hashed_again(
             "b", [{"seed": seed, "k": 1} for seed in reversed(range(5))], trivial, show_progress=False
         )
         assert hashings == [5, 5, 5] and reordered.skipped == 5
-        assert len(attempts_by_seed(runner)) == 5
+        assert len(attempts_by_seed(sqlite_path)) == 5
 
 
 def test_deleted_runs_make_the_list_be_hashed_again_and_run(database_url: str, hashings: list[int]) -> None:
@@ -107,7 +106,7 @@ def test_deleted_runs_make_the_list_be_hashed_again_and_run(database_url: str, h
         by_store = runner.run("b", SPECIFICATIONS, trivial, show_progress=False)
         assert len(by_store.completed) == COUNT
         assert hashings == [COUNT, COUNT, COUNT]
-        assert attempts_by_seed(runner) == {seed: ("completed", 1) for seed in range(COUNT)}
+        assert attempts_by_seed(database_url) == {seed: ("completed", 1) for seed in range(COUNT)}
 
 
 def test_runs_added_by_another_list_or_an_import_make_the_first_list_be_hashed_again(
@@ -194,12 +193,7 @@ def run_in_thread(database: str, results: list[Any]) -> threading.Thread:
 
 
 def run_count(database: str) -> int:
-    engine = sa.create_engine(database if "://" in database else f"sqlite:///{database}")
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one())
-    finally:
-        engine.dispose()
+    return int(rows(database, sa.select(sa.func.count()).select_from(runs))[0][0])
 
 
 def test_a_runner_given_the_list_being_registered_waits_and_does_not_hash_it(
@@ -217,8 +211,7 @@ def test_a_runner_given_the_list_being_registered_waits_and_does_not_hash_it(
     held_ran = int(holder.stdout.readline())
     assert held_ran + len(results[0].completed) == COUNT
     assert hashings == []  # the waiter read the list the holder registered
-    with ExperimentRunner(database_url) as runner:
-        assert attempts_by_seed(runner) == {seed: ("completed", 1) for seed in range(COUNT)}
+    assert attempts_by_seed(database_url) == {seed: ("completed", 1) for seed in range(COUNT)}
 
 
 def test_the_turn_of_a_runner_killed_on_this_machine_is_taken_over_at_once(database_url: str, tmp_path: Path) -> None:
