@@ -125,12 +125,12 @@ class BatchRun:
         """
         owner = Owner(lease_seconds=self.lease_seconds)
         keeper = LeaseKeeper(self.store, owner, on_renewal=lambda held: claims.retain(held))
-        parallelism = self.num_parallel or os.cpu_count() or 1
-        claims = Claims(self.store, batch_id, owner, parallelism, renew=keeper.renew)
         reporter = Reporter(
             tally, progress, self.hooks.on_specification_complete, self.hooks.on_specification_failure, hooks
         )
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
+        parallelism = self.num_parallel or os.cpu_count() or 1
+        claims = Claims(self.store, batch_id, owner, parallelism, keeper.renew, claim_with=recorder.store_with)
         keeper.start()
         link = functools.partial(RunLink, self.database, token=owner.token)
         keep_results = self.hooks.on_specification_complete is not None

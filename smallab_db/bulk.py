@@ -2,7 +2,7 @@
 
 SQLAlchemy runs each row of an ``executemany`` through its parameter machinery, which costs more than SQLite takes
 to write the row; a :class:`BulkStatement` converts the rows with the same type processors and hands them to the
-driver in one call, as parameters by name (SQLite's ``:name``, psycopg's ``%(name)s``).
+driver in one call: by position to SQLite, by name to psycopg.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ class BulkStatement:
     :attr:`json_text`."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        writing = dialect
-        if dialect.positional:  # SQLite's qmark style: write the SQL in its named style instead
-            writing = cast(Any, type(dialect))(paramstyle="named", dbapi=dialect.dbapi)
-        compiled = cast(SQLCompiler, statement.compile(dialect=writing))
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self._sql = str(compiled)
+        # SQLite binds by position, in this order (cheaper inside the transaction than by name); psycopg by name
+        self._positions: list[str] | None = list(compiled.positiontup or []) if dialect.positional else None
         # SQLite takes JSON text as it is; elsewhere the engine's serialiser is told it is serialised already
         self.json_text: Callable[[str], str] = str if dialect.name == "sqlite" else JSONText
         self._converters: dict[str, Converter] = {}
@@ -47,12 +46,12 @@ class BulkStatement:
             if not bind.required:
                 self._fixed[name] = _converted(convert, bind.effective_value)
 
-    def driver_rows(self, rows: list[dict[str, Any]], shared: Row | None = None) -> list[dict[str, Any]]:
-        """Complete and convert rows for :meth:`execute`, in place; done before a transaction, it keeps the
-        transaction short.
+    def driver_rows(self, rows: list[dict[str, Any]], shared: Row | None = None) -> list[Any]:
+        """Convert rows for :meth:`execute`, in the form the driver binds (tuples for SQLite, the dicts completed in
+        place for psycopg); done before a transaction, it keeps the transaction short.
 
         Args:
-            rows: each row's values, by bind parameter name: new dicts, which are completed and returned.
+            rows: each row's values, by bind parameter name: new dicts.
             shared: values that are the same for every row, converted once.
         """
         fixed = dict(self._fixed)
@@ -66,9 +65,12 @@ class BulkStatement:
                 if value is not None:
                     row[name] = convert(value)
             row.update(fixed)
-        return rows
+        if self._positions is None:
+            return rows
+        order = self._positions
+        return [tuple([row[name] for name in order]) for row in rows]
 
-    def execute(self, connection: Connection, driver_rows: list[dict[str, Any]]) -> int:
+    def execute(self, connection: Connection, driver_rows: list[Any]) -> int:
         """Run the statement once per row, in the connection's transaction; return how many rows it changed."""
         if not driver_rows:
             return 0

@@ -11,9 +11,12 @@ from smallab_db.experiment import Specification
 from smallab_db.records import Owner
 from smallab_db.store import RunStore
 
+Claimed = list[tuple[int, Specification]]
+
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
 CLAIM_SECONDS = 0.25
 MAX_CLAIM = 1000
+LEAST_SHARE_SECONDS = 0.005  # near a batch's end, runners share what is left, but claim at least this much work
 
 
 class Claims:
@@ -26,9 +29,16 @@ class Claims:
     """
 
     def __init__(
-        self, store: RunStore, batch_id: int, owner: Owner, parallelism: int, renew: Callable[[], set[int]]
+        self,
+        store: RunStore,
+        batch_id: int,
+        owner: Owner,
+        parallelism: int,
+        renew: Callable[[], set[int]],
+        claim_with: Callable[[Callable[[Callable[[], None]], Claimed]], Claimed] = lambda claim: claim(lambda: None),
     ) -> None:
         self._store = store
+        self._claim_with = claim_with  # makes each claim: a recorder stores what it holds in the claim's write turn
         self._batch_id = batch_id
         self._owner = owner
         self._renew = renew
@@ -37,6 +47,7 @@ class Claims:
         self._in_flight: dict[int, Specification] = {}
         self._handed_out = 0
         self._started = time.monotonic()
+        self._claiming_seconds = 0.0  # spent claiming, waiting for the write turn included: not the runs' pace
         self._confirmed_at = self._started
         self._lock = threading.Lock()  # guards the buffer and the runs in flight, for a moment each time
         self._taking = threading.Lock()  # held while a run is taken, claiming or renewing first if need be
@@ -93,14 +104,31 @@ class Claims:
             self._buffer.clear()
         return self._store.release(self._owner, unstarted) - known
 
-    def _claim_more(self) -> list[tuple[int, Specification]]:
-        claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
+    def _claim_more(self) -> Claimed:
+        began = time.monotonic()
+        claimed: Claimed = []
+        size, least = self._chunk_size(), self._least_share()
+        runners = self._store.claim_outlook(self._batch_id, self._owner, size)
+        if runners:  # the write turn is taken only when there is something to claim
+            claimed = self._claim_with(
+                lambda first: self._store.claim(self._batch_id, self._owner, size, first, runners, least)
+            )
         if not claimed and self._store.reclaim_abandoned(self._batch_id, self._owner):
             claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
+        self._claiming_seconds += time.monotonic() - began
         return claimed
 
+    def _least_share(self) -> int:
+        """The fewest runs to claim when runners share what is left of a batch: :data:`LEAST_SHARE_SECONDS` of
+        work at the pace so far, so that the last claims are not a run at a time."""
+        return max(self._min_chunk, int(self._pace() * LEAST_SHARE_SECONDS))
+
+    def _pace(self) -> float:
+        """Runs handed out per second so far, the time spent claiming left out."""
+        working = time.monotonic() - self._started - self._claiming_seconds
+        return self._handed_out / max(working, 1e-3)
+
     def _chunk_size(self) -> int:
-        """About :data:`CLAIM_SECONDS` of work at the pace runs were taken so far, and at most twice the runs taken
-        so far: a few runs taken in the first milliseconds say little of the pace, so chunks grow step by step."""
-        rate = self._handed_out / max(time.monotonic() - self._started, 1e-3)
-        return max(self._min_chunk, min(MAX_CLAIM, 2 * self._handed_out, int(rate * CLAIM_SECONDS)))
+        """About :data:`CLAIM_SECONDS` of work at the pace runs were taken so far, and at most eight times the runs
+        taken so far: a few runs taken in the first milliseconds say little of the pace, so chunks grow in steps."""
+        return max(self._min_chunk, min(MAX_CLAIM, 8 * self._handed_out, int(self._pace() * CLAIM_SECONDS)))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 from smallab_db.errors import DatabaseError, ResultNotStoredError, TransientDatabaseError
 from smallab_db.execution import failure
@@ -14,9 +17,11 @@ from smallab_db.records import Fate, Outcome, Owner, Verdict
 from smallab_db.store import RunStore
 
 logger = logging.getLogger("smallab_db")
+T = TypeVar("T")
 
 FLUSH_INTERVAL_SECONDS = 0.1  # a tenth of the promised 1 s between an experiment returning and its result stored
 MAX_GROUP = 2000
+CLAIM_GROUPS = 2  # a claim stores at most this many groups in its turn: the others go on being collected
 MAX_GROUP_BYTES = 64 * 1024 * 1024
 
 
@@ -63,6 +68,36 @@ class Recorder:
                 self._store_queued()
         self._raise_if_failed()
 
+    def store_with(self, claim: Callable[[Callable[[], None]], T]) -> T:
+        """Make a claim that stores what is queued first in its own write turn: ``claim`` calls the function it is
+        given once it has the turn. The rows are made before; the verdicts are handed on after. So writers sharing
+        a SQLite file wait for one turn instead of two. A group that fails there is stored again on its own after,
+        where its error is handled as :meth:`submit` handles it."""
+        with self._storing:
+            groups = [] if self._error is not None else list(itertools.islice(iter(self._next_group, []), CLAIM_GROUPS))
+            prepared: list[Callable[[], dict[int, Fate]]] = []
+            written: list[dict[int, Fate]] = []
+
+            def write_groups() -> None:
+                for write in prepared:
+                    try:
+                        written.append(write())
+                    except Exception:  # stored again below, on its own, where its error is handled
+                        return
+
+            try:
+                with contextlib.suppress(Exception):  # a group whose rows cannot be made is stored below, on its own
+                    for group in groups:
+                        prepared.append(self._store.recording(self._owner.token, group))
+                claimed = claim(write_groups)
+            except BaseException:
+                self._deliver(groups[: len(written)], written)
+                self._queued.extendleft(reversed([outcome for group in groups[len(written) :] for outcome in group]))
+                raise
+            self._deliver(groups[: len(written)], written)
+            self._store_groups(groups[len(written) :])
+            return claimed
+
     def close(self) -> None:
         """Store everything queued, stop the watchdog and raise an error storing met, if any."""
         self._stopped.set()
@@ -86,16 +121,28 @@ class Recorder:
     def _store_queued(self) -> None:
         """Store the queue in groups; with ``_storing`` held. An error is kept for the runner's thread to raise."""
         while self._error is None and (group := self._next_group()):
+            self._store_groups([group])
+
+    def _store_groups(self, groups: list[list[Outcome]]) -> None:
+        """Store groups taken off the queue; with ``_storing`` held."""
+        for index, group in enumerate(groups):
+            if self._error is not None:
+                return
             try:
                 verdicts = store_group(self._store, self._owner.token, group)
             except Exception as error:  # raised in the runner's thread; what is queued stays claimed
                 self._error = error
                 self._queued.clear()
                 return
-            except BaseException:  # Ctrl-C in the middle: the group was not stored, and close() stores it
-                self._queued.extendleft(reversed(group))
+            except BaseException:  # Ctrl-C in the middle: the groups were not stored, and close() stores them
+                self._queued.extendleft(reversed([outcome for left in groups[index:] for outcome in left]))
                 raise
             self._on_verdicts(verdicts)
+
+    def _deliver(self, groups: list[list[Outcome]], not_stored: list[dict[int, Fate]]) -> None:
+        """Hand on the verdicts of groups written, each with its outcomes not stored."""
+        for group, refused in zip(groups, not_stored, strict=True):
+            self._on_verdicts(verdicts_of(group, refused))
 
     def _next_group(self) -> list[Outcome]:
         """Take up to :data:`MAX_GROUP` queued outcomes (or :data:`MAX_GROUP_BYTES` of results) off the queue."""
@@ -123,14 +170,25 @@ def store_group(store: RunStore, token: str, group: list[Outcome]) -> list[Verdi
         raise
     except DatabaseError:
         verdicts = [_store_alone(store, token, outcome) for outcome in group]
-    else:
-        verdicts = [Verdict(outcome, not_stored.get(outcome.run_id, Fate.STORED)) for outcome in group]
+        _log_not_stored(verdicts)
+        return verdicts
+    return verdicts_of(group, not_stored)
+
+
+def verdicts_of(group: list[Outcome], not_stored: dict[int, Fate]) -> list[Verdict]:
+    """The verdicts of a group written: stored, but for the outcomes ``not_stored``."""
+    verdicts = [Verdict(outcome, not_stored.get(outcome.run_id, Fate.STORED)) for outcome in group]
+    if not_stored:
+        _log_not_stored(verdicts)
+    return verdicts
+
+
+def _log_not_stored(verdicts: list[Verdict]) -> None:
     for verdict in verdicts:
         if verdict.fate in (Fate.CLAIM_LOST, Fate.DELETED):
             logger.warning(
                 "smallab-db: the outcome of run %d was not stored: %s", verdict.outcome.run_id, verdict.fate.value
             )
-    return verdicts
 
 
 def _store_alone(store: RunStore, token: str, outcome: Outcome) -> Verdict:

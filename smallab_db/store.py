@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Interval, String, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Interval,
+    String,
+    any_,
+    bindparam,
+    delete,
+    distinct,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -15,7 +32,7 @@ from smallab_db import liveness
 from smallab_db.bulk import BulkStatement, fetched, json_loader
 from smallab_db.codec import JSONText
 from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
-from smallab_db.errors import DatabaseError, SchemaError
+from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
 from smallab_db.records import Fate, ImportedRun, Outcome, Owner, RegistrationState, utc_now
@@ -25,6 +42,7 @@ from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
+_RUNNING: Any = literal_column(f"'{RUNNING}'")  # written into a bulk statement: no value to bind per row
 ANY_CHECKPOINT = select(checkpoints.c.id).limit(1)  # most batches keep none: then none need deleting
 
 
@@ -45,14 +63,14 @@ class RunStore(RunQueries):
             .where(
                 runs.c.id == bindparam("b_id"),
                 runs.c.claim_token == bindparam("b_token"),
-                runs.c.status == RUNNING,
+                runs.c.status == _RUNNING,
             )
             .values(
                 status=bindparam("b_status"),
                 attempts=runs.c.attempts + bindparam("b_extra_executions"),
                 started_at=bindparam("b_started"),
                 finished_at=bindparam("b_finished"),
-                lease_expires_at=None,
+                lease_expires_at=null(),
                 result=bindparam("b_result"),
                 result_json=bindparam("b_result_json"),
                 error_type=bindparam("b_error_type"),
@@ -60,6 +78,24 @@ class RunStore(RunQueries):
                 traceback=bindparam("b_traceback"),
                 # None keeps what the run wrote while it ran: the output of a worker that died
                 output=func.coalesce(bindparam("b_output", type_=runs.c.output.type), runs.c.output),
+            ),
+            engine.dialect,
+        )
+        self._record_completed = BulkStatement(  # the common outcome (see _is_plain_completion): fewer values
+            update(runs)
+            .where(
+                runs.c.id == bindparam("b_id"), runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING
+            )
+            .values(
+                status=literal_column(f"'{COMPLETED}'"),
+                started_at=bindparam("b_started"),
+                finished_at=bindparam("b_finished"),
+                lease_expires_at=null(),
+                result=bindparam("b_result"),
+                result_json=bindparam("b_result_json"),
+                error_type=null(),
+                error_message=null(),
+                traceback=null(),
             ),
             engine.dialect,
         )
@@ -108,6 +144,11 @@ class RunStore(RunQueries):
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
         """
         new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
+        found = (
+            select(batches.c.id, batches.c.hash_scheme)
+            .select_from(batches.join(registrations))  # a batch is created with its row of registrations
+            .where(batches.c.name == name)
+        )
 
         def transaction(connection: Connection) -> tuple[int, str]:
             connection.execute(self._insert_ignoring_duplicates(batches, new))
@@ -116,7 +157,8 @@ class RunStore(RunQueries):
             connection.execute(self._insert_ignoring_duplicates(registrations, {"batch_id": batch_id}))
             return batch_id, scheme
 
-        batch_id, scheme = self._write(transaction, f"creating batch {name!r}")
+        existing = self._read(lambda connection: connection.execute(found).first(), f"finding batch {name!r}")
+        batch_id, scheme = existing or self._write(transaction, f"creating batch {name!r}")
         if scheme != HASH_SCHEME:
             raise SchemaError(
                 f"batch {name!r} hashes specifications with {scheme!r} but this smallab-db uses {HASH_SCHEME!r}: "
@@ -186,6 +228,7 @@ class RunStore(RunQueries):
         write lock."""
 
         json_text = self._insert_pending.json_text
+        hashes = list(missing)
         rows = self._insert_pending.driver_rows(  # made before the transaction, so that the write lock is held briefly
             [{"b_hash": spec_hash, "b_specification": json_text(text)} for spec_hash, text in missing.items()],
             shared={"b_batch": batch_id, "b_created": utc_now()},
@@ -197,7 +240,7 @@ class RunStore(RunQueries):
                 if not last_try:
                     return None
                 present = self._registered(connection, batch_id, list(missing))
-                inserting = [row for row in rows if row["b_hash"] not in present]
+                inserting = [row for spec_hash, row in zip(hashes, rows, strict=True) if spec_hash not in present]
             self._insert_pending.execute(connection, inserting)
             if inserting:
                 _unlist(connection, batch_id)
@@ -423,8 +466,41 @@ class RunStore(RunQueries):
 
     # -- claims --------------------------------------------------------------------------------------------------
 
-    def claim(self, batch_id: int, owner: Owner, limit: int) -> list[tuple[int, Specification]]:
-        """Atomically mark up to ``limit`` pending runs of the batch as running for ``owner``.
+    def claim_outlook(self, batch_id: int, owner: Owner, limit: int) -> int:
+        """Among how many runners to share the batch's pending runs at ``owner``'s next claim of up to ``limit``
+        (see :meth:`claim`), read without a write turn: 0 when none is pending; 1 while there are at least twice
+        ``limit`` for each runner holding live claims in the batch, ``owner`` included; else their number."""
+        in_batch = runs.c.batch_id == batch_id
+        any_pending = select(runs.c.id).where(in_batch, runs.c.status == PENDING).limit(1)
+        others = select(func.count(distinct(runs.c.claim_token))).where(
+            in_batch, runs.c.status == RUNNING, runs.c.claim_token != owner.token, runs.c.lease_expires_at > self._now()
+        )
+
+        def outlook(connection: Connection) -> int:
+            if connection.execute(any_pending).first() is None:
+                return 0
+            runners = 1 + int(connection.execute(others).scalar_one())
+            enough = 2 * runners * limit  # twice: the others claim more while this claim waits for its turn
+            if runners == 1 or connection.execute(_counted_pending(batch_id, enough)).scalar_one() >= enough:
+                return 1
+            return runners
+
+        return self._read(outlook, "looking for pending runs")
+
+    def claim(
+        self,
+        batch_id: int,
+        owner: Owner,
+        limit: int,
+        first: Callable[[], None] = lambda: None,
+        runners: int = 1,
+        at_least: int = 1,
+    ) -> list[tuple[int, Specification]]:
+        """Atomically mark up to ``limit`` pending runs of the batch as running for ``owner``; ``first`` is called
+        in the claim's write turn, before the claim (see :meth:`Recorder.store_with`). When ``runners`` (this one
+        included, as :meth:`claim_outlook` says) share the batch and fewer than ``limit`` pending runs are left
+        for each, it claims an even share of them, but at least ``at_least`` (guided self-scheduling), so that the
+        runners finish the batch together.
 
         Returns:
             ``(run_id, specification)`` of the claimed runs, in id order.
@@ -441,9 +517,18 @@ class RunStore(RunQueries):
         }
 
         def transaction(connection: Connection) -> list[tuple[Any, ...]]:
+            if runners > 1:  # counted again now that the write lock is held
+                pending = int(connection.execute(_counted_pending(batch_id, runners * limit)).scalar_one())
+                parameters["b_limit"] = min(limit, max(at_least, -(-pending // runners)))
             return sorted(fetched(connection.execute(self._claim, parameters)))
 
-        claimed = self._write(transaction, "claiming runs")
+        claimed = None
+        with self.write_turn():
+            first()
+            with contextlib.suppress(TransientDatabaseError):  # tried again below, the turn let go between tries
+                claimed = self._write(transaction, "claiming runs")
+        if claimed is None:
+            claimed = self._write(transaction, "claiming runs")
         return [(run_id, self._load_json(text)) for run_id, text in claimed]
 
     def renew_lease(self, owner: Owner) -> set[int]:
@@ -474,24 +559,35 @@ class RunStore(RunQueries):
             )
         )
 
-        def transaction(connection: Connection) -> int:
+        def abandoned(connection: Connection) -> Any:
             running = connection.execute(running_here)
             dead_tokens = [token for pid, token in running if not liveness.owner_alive(pid, token)]
-            abandoned = or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
+            return or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
+
+        def any_abandoned(connection: Connection) -> bool:
+            query = select(runs.c.id).where(
+                runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned(connection)
+            )
+            return connection.execute(query.limit(1)).first() is not None
+
+        def transaction(connection: Connection) -> int:
+            gone = abandoned(connection)
             # Rows a stuck transaction holds (a machine that froze or died while writing them) are skipped, not
             # waited for: on PostgreSQL their lock lasts until the server drops that connection.
             candidates = (
                 select(runs.c.id)
-                .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned)
+                .where(runs.c.batch_id == batch_id, runs.c.status == RUNNING, gone)
                 .with_for_update(skip_locked=True)
             )
             result = connection.execute(
                 update(runs)
-                .where(runs.c.id.in_(candidates.scalar_subquery()), runs.c.status == RUNNING, abandoned)
+                .where(runs.c.id.in_(candidates.scalar_subquery()), runs.c.status == RUNNING, gone)
                 .values(status=PENDING, claim_token=None, lease_expires_at=None)
             )
             return result.rowcount
 
+        if not self._read(any_abandoned, "looking for abandoned runs"):
+            return 0
         return self._write(transaction, "reclaiming abandoned runs")
 
     def release(self, owner: Owner, unstarted: Collection[int]) -> int:
@@ -511,6 +607,12 @@ class RunStore(RunQueries):
                 ).rowcount
             return count + connection.execute(update(runs).where(held).values(**released)).rowcount
 
+        any_held = select(runs.c.id).where(held).limit(1)
+        if (
+            not unstarted
+            and self._read(lambda connection: connection.execute(any_held).first(), "looking for claims") is None
+        ):
+            return 0  # holding nothing, no write turn
         return self._write(transaction, "releasing claims")
 
     def _now(self) -> Any:
@@ -543,10 +645,30 @@ class RunStore(RunQueries):
             TransientDatabaseError: the connection dropped, or the database stayed busy, for longer than the
                 retries cover.
         """
+        return self.recording(token, outcomes)()
+
+    def recording(self, token: str, outcomes: Sequence[Outcome]) -> Callable[[], dict[int, Fate]]:
+        """Make the rows that store ``outcomes`` (see :meth:`record`) now, and return the call that writes them, to
+        be made later: in a write turn taken for something else too, the rows are ready."""
         if not outcomes:
-            return {}
+            return dict
         json_text = self._record.json_text
-        parameters = self._record.driver_rows(
+        plain = [outcome for outcome in outcomes if _is_plain_completion(outcome)]
+        rest = [outcome for outcome in outcomes if not _is_plain_completion(outcome)]
+        completions = self._record_completed.driver_rows(
+            [
+                {
+                    "b_id": outcome.run_id,
+                    "b_token": token,
+                    "b_started": outcome.started_at,
+                    "b_finished": outcome.finished_at,
+                    "b_result": outcome.result_pickle,
+                    "b_result_json": None if outcome.result_json is None else json_text(outcome.result_json),
+                }
+                for outcome in plain
+            ]
+        )
+        others = self._record.driver_rows(
             [
                 {
                     "b_id": outcome.run_id,
@@ -562,7 +684,7 @@ class RunStore(RunQueries):
                     "b_traceback": outcome.traceback,
                     "b_output": outcome.output,
                 }
-                for outcome in outcomes
+                for outcome in rest
             ]
         )
         ids = [outcome.run_id for outcome in outcomes]
@@ -570,7 +692,8 @@ class RunStore(RunQueries):
 
         def transaction(connection: Connection) -> dict[int, Fate]:
             not_stored: dict[int, Fate] = {}
-            if self._record.execute(connection, parameters) != len(parameters):
+            stored = self._record_completed.execute(connection, completions) + self._record.execute(connection, others)
+            if stored != len(outcomes):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
                 now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
                 for run_id, held_by, status in connection.execute(now_held):
@@ -583,7 +706,7 @@ class RunStore(RunQueries):
                 connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 
-        return self._write(transaction, "storing outcomes")
+        return lambda: self._write(transaction, "storing outcomes")
 
     # -- what a worker writes while its run goes on (see smallab_db.worker_writes) -----------------------------------
 
@@ -644,13 +767,30 @@ class RunStore(RunQueries):
 
     # -- transactions --------------------------------------------------------------------------------------------
 
+    def write_turn(self) -> AbstractContextManager[None]:
+        """This store's turn to write (see :class:`WriteTurns`), held across the writes made in the block."""
+        return self._turns.turn()
+
     def _write(self, transaction: Callable[[Connection], T], what: str) -> T:
         """Run ``transaction(connection)`` in a transaction that takes the write lock at once (``BEGIN IMMEDIATE``
-        on SQLite), after this store's other writes; try it again whole while it fails with a transient error."""
+        on SQLite), after this store's other writes; try it again whole while it fails with a transient error. In a
+        write turn the caller holds, it is tried once: retrying would keep the turn from the others meanwhile."""
 
         def once() -> T:
             with self._turns.turn(), self._translated_errors(), self.engine.begin() as connection:
                 return transaction(connection)
+
+        if self._turns.held_here():
+            return once()
+        return retry_transient(once, f"{what} in {describe(self.engine.url)}")
+
+    def _read(self, query: Callable[[Connection], T], what: str) -> T:
+        """Run ``query(connection)`` in a transaction that only reads; try it again while it fails with a transient
+        error."""
+
+        def once() -> T:
+            with self._reading() as connection:
+                return query(connection)
 
         return retry_transient(once, f"{what} in {describe(self.engine.url)}")
 
@@ -672,6 +812,17 @@ def _unlist(connection: Connection, batch_id: int) -> None:
     """Record that the batch's runs changed, so that they are no longer known to be a given list's."""
     values = {"listed_digest": None, "listed_count": None}
     connection.execute(update(registrations).where(registrations.c.batch_id == batch_id).values(values))
+
+
+def _counted_pending(batch_id: int, up_to: int) -> Any:
+    """The number of the batch's pending runs, counted up to ``up_to`` (through the index, stopping there)."""
+    pending = select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING).limit(up_to)
+    return select(func.count()).select_from(pending.subquery())
+
+
+def _is_plain_completion(outcome: Outcome) -> bool:
+    """Whether an outcome is a run completed at its first execution that left no output to keep."""
+    return outcome.error_type is None and outcome.executions == 1 and outcome.output is None
 
 
 def _held(run_id: int, token: str) -> Any:

@@ -23,22 +23,35 @@ LOCK_SUFFIX = "-lock"
 
 
 class WriteTurns:
-    """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file."""
+    """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file. The thread
+    holding the turn may take it again: several writes can share one turn."""
 
     def __init__(self, url: URL, patience_seconds: float) -> None:
         self._thread_lock = threading.Lock()
+        self._holder: int | None = None  # the thread holding the turn
         self._lock_path = _lock_path(url)
         self._patience_seconds = patience_seconds
+
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the turn."""
+        return self._holder == threading.get_ident()
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         """Wait for this writer's turn, and hold it for the block."""
+        if self.held_here():
+            yield
+            return
         with self._thread_lock:
             descriptor = self._open_lock_file()
             try:
                 if descriptor is not None:
                     self._wait_for(descriptor)
-                yield
+                self._holder = threading.get_ident()
+                try:
+                    yield
+                finally:
+                    self._holder = None
             finally:
                 if descriptor is not None:
                     os.close(descriptor)  # which releases the lock: no descriptor stays open between writes

@@ -222,3 +222,25 @@ def test_migration_0007_gives_each_batch_there_is_a_row_of_registrations(databas
         assert rows == [(None, None)]
         again = runner.run("kept", [{"seed": 2}, {"seed": 3}], Square(), show_progress=False)
     assert again.skipped == 1 and again.completed == [{"seed": 3}]
+
+
+def claim_indexes(connection: sa.Connection) -> set[str]:
+    return {str(index["name"]) for index in sa.inspect(connection).get_indexes("runs") if "claim" in str(index["name"])}
+
+
+def test_migration_0008_indexes_only_the_running_claims_and_goes_down_and_up(database_url: str) -> None:
+    def with_the_index_of_every_run(connection: sa.Connection) -> None:
+        assert claim_indexes(connection) == {"ix_runs_claim_token_status"}
+
+    down_and_up(database_url, "0007", with_the_index_of_every_run)
+    with ExperimentRunner(database_url) as runner:
+        with runner.engine.connect() as connection:
+            assert claim_indexes(connection) == {"ix_runs_running_claim_token"}
+            definition = (
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_runs_running_claim_token'"
+                if connection.dialect.name == "sqlite"
+                else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_runs_running_claim_token'"
+            )
+            assert "WHERE" in connection.exec_driver_sql(definition).scalar_one()  # pending and finished runs left out
+        again = runner.run("kept", [{"seed": 2}, {"seed": 3}], Square(), show_progress=False)
+    assert again.skipped == 1 and again.completed == [{"seed": 3}]

@@ -14,12 +14,15 @@ import pytest
 import sqlalchemy as sa
 
 from smallab_db import ExperimentRunner, liveness
+from smallab_db import recorder as recorder_module
 from smallab_db.claims import Claims
 from smallab_db.lease import LeaseKeeper
+from smallab_db.recorder import Recorder
 from smallab_db.records import Fate, Outcome, Owner, utc_now
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
 from smallab_db.store import RunStore
+from smallab_db.write_turns import WriteTurns
 
 
 def registered(database_url: str, count: int, batch: str = "b") -> tuple[ExperimentRunner, int]:
@@ -199,3 +202,105 @@ def test_claims_renew_before_handing_out_after_a_stall_and_drop_the_lost_ones(da
         assert list(handed_out) == []
     finally:
         liveness.let_go(owner.token)
+
+
+def test_near_the_end_of_a_batch_a_claim_takes_an_even_share_of_what_is_left(database_url: str) -> None:
+    """Runners sharing a batch finish it together: once fewer runs are pending than a full claim for each runner,
+    a claim takes its share (rounded up), and never fewer than it is told to, nor more than its limit."""
+    runner, batch_id = registered(database_url, 10)
+    owner = Owner(lease_seconds=600)
+    assert len(runner.store.claim(batch_id, owner, 100, runners=4)) == 3  # 10 pending among 4 runners
+    assert len(runner.store.claim(batch_id, owner, 100, runners=4, at_least=5)) == 5  # 7 pending: 2 each, but 5
+    assert len(runner.store.claim(batch_id, owner, 1, runners=1)) == 1
+    assert len(runner.store.claim(batch_id, owner, 100, runners=2)) == 1  # the last one
+    assert runner.store.claim(batch_id, owner, 100, runners=2) == []
+
+
+def test_the_claim_outlook_says_among_how_many_runners_to_share_what_is_left(database_url: str) -> None:
+    """Runners holding live claims in the batch count; sharing starts once fewer than a claim each is pending."""
+    runner, batch_id = registered(database_url, 5)
+    elsewhere = runner.store.ensure_batch("elsewhere")
+    runner.store.register(elsewhere, list(hashed([{"seed": 1}])), rerun_all=False)
+    assert len(runner.store.claim(elsewhere, Owner(lease_seconds=600), 1)) == 1  # a runner of another batch
+    me, other, third = (Owner(lease_seconds=600) for _ in range(3))
+    assert runner.store.claim_outlook(batch_id, me, 10) == 1  # alone in this batch
+    runner.store.claim(batch_id, me, 1)
+    [(others_run, _)] = runner.store.claim(batch_id, other, 1)
+    assert runner.store.claim_outlook(batch_id, me, 1) == 2  # 3 pending: fewer than two claims of 1 each
+    runner.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(5, 10)])), rerun_all=False)
+    assert runner.store.claim_outlook(batch_id, me, 1) == 1  # 8 pending: two claims each and more
+    assert runner.store.claim_outlook(batch_id, me, 10) == 2  # me and the other one
+    [(run_id, _)] = runner.store.claim(batch_id, third, 1)
+    assert runner.store.claim_outlook(batch_id, me, 10) == 3
+    assert runner.store.record(third.token, [completed(run_id, 1)]) == {}  # a runner holding nothing now
+    assert runner.store.claim_outlook(batch_id, me, 10) == 2
+    expire_lease(runner, [others_run])  # a runner that stopped renewing
+    assert runner.store.claim_outlook(batch_id, me, 10) == 1
+    runner.store.claim(batch_id, third, 20)
+    assert runner.store.claim_outlook(batch_id, me, 10) == 0  # nothing pending
+
+
+def test_a_run_completed_after_a_failure_keeps_no_trace_of_the_failure(database_url: str) -> None:
+    """A completion stored with the short statement clears the error a failed attempt left."""
+    runner, batch_id = registered(database_url, 1)
+    owner = Owner(lease_seconds=600)
+    [(run_id, _)] = runner.store.claim(batch_id, owner, 1)
+    now = utc_now()
+    failed = Outcome(run_id, now, now, error_type="ValueError", error_message="bad", traceback="Traceback ...")
+    assert runner.store.record(owner.token, [failed]) == {}
+    runner.store.requeue(batch_id, "failed")
+    [(again, _)] = runner.store.claim(batch_id, owner, 1)
+    assert again == run_id
+    assert runner.store.record(owner.token, [completed(run_id, 3)]) == {}
+    row = run_rows(runner)[run_id]
+    assert (row.status, row.attempts, row.result_json) == ("completed", 2, {"value": 3})
+    assert (row.error_type, row.error_message, row.traceback, row.lease_expires_at) == (None, None, None, None)
+
+
+def test_a_group_mixing_completions_and_failures_is_stored_whole(database_url: str) -> None:
+    runner, batch_id = registered(database_url, 3)
+    owner = Owner(lease_seconds=600)
+    first, second, third = (run_id for run_id, _ in runner.store.claim(batch_id, owner, 3))
+    now = utc_now()
+    failed = Outcome(second, now, now, error_type="ValueError", error_message="bad", executions=2)
+    printed = completed(third, 9)
+    printed.output = "a line\n"
+    assert runner.store.record(owner.token, [completed(first, 1), failed, printed]) == {}
+    rows = run_rows(runner)
+    assert (rows[first].status, rows[first].attempts, rows[first].output) == ("completed", 1, None)
+    assert (rows[second].status, rows[second].attempts, rows[second].error_type) == ("failed", 2, "ValueError")
+    assert (rows[third].status, rows[third].result_json, rows[third].output) == ("completed", {"value": 9}, "a line\n")
+
+
+def test_a_claim_stores_the_queued_outcomes_in_its_own_write_turn(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runners sharing a file wait for one turn instead of two: the outcomes queued are written in the turn of the
+    next claim, and their verdicts handed on."""
+    monkeypatch.setattr(recorder_module, "FLUSH_INTERVAL_SECONDS", 600.0)  # nothing is stored on its own
+    turns: list[str] = []
+    original_turn = WriteTurns.turn
+
+    def counted(self: WriteTurns) -> Any:
+        turns.append("again" if self._holder == threading.get_ident() else "taken")
+        return original_turn(self)
+
+    monkeypatch.setattr(WriteTurns, "turn", counted)
+    runner, batch_id = registered(database_url, 5)
+    owner = Owner(lease_seconds=600)
+    first = [run_id for run_id, _ in runner.store.claim(batch_id, owner, 3)]
+    verdicts: list[Any] = []
+    recorder = Recorder(runner.store, owner, on_verdicts=verdicts.extend)
+    try:
+        for run_id in first:
+            recorder.submit(completed(run_id, run_id))
+        assert {run_rows(runner)[run_id].status for run_id in first} == {"running"}  # queued
+        turns.clear()
+        claimed = recorder.store_with(lambda in_turn: runner.store.claim(batch_id, owner, 2, in_turn))
+        assert len(claimed) == 2
+        assert {run_rows(runner)[run_id].status for run_id in first} == {"completed"}
+        assert sorted(verdict.outcome.run_id for verdict in verdicts) == first
+        assert {verdict.fate for verdict in verdicts} == {Fate.STORED}
+        assert turns.count("taken") == 1 and turns.count("again") == 2  # storing and claiming, in one turn
+    finally:
+        recorder.close()

@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +25,10 @@ from smallab_db.records import Outcome, utc_now
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
 from smallab_db.write_turns import LOCK_SUFFIX
+
+
+def square(specification: dict[str, int]) -> dict[str, int]:
+    return {"square": specification["seed"] ** 2}
 
 
 def odd_fails(specification: dict[str, int]) -> dict[str, int]:
@@ -148,7 +153,7 @@ def test_a_lock_file_that_cannot_be_opened_leaves_sqlite_s_locking_alone(tmp_pat
 
 
 def test_a_runner_s_claims_are_found_through_the_claim_index(tmp_path: Path) -> None:
-    """Renewing and releasing read only the runs still held, not every run the runner finished."""
+    """Renewing and releasing read only the runs still held, through an index of running runs alone."""
     database = tmp_path / "index.db"
     with ExperimentRunner(database) as runner:
         runner.run("b", [{"seed": 1}], odd_fails, show_progress=False)
@@ -156,7 +161,7 @@ def test_a_runner_s_claims_are_found_through_the_claim_index(tmp_path: Path) -> 
         plan = connection.execute(
             "EXPLAIN QUERY PLAN UPDATE runs SET lease_expires_at = NULL WHERE claim_token = 'x' AND status = 'running'"
         ).fetchall()
-    assert "ix_runs_claim_token_status (claim_token=? AND status=?)" in " ".join(str(step) for step in plan)
+    assert "ix_runs_running_claim_token (claim_token=?)" in " ".join(str(step) for step in plan)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +281,24 @@ def test_outcomes_a_worker_cannot_store_are_stored_by_the_calling_process(tmp_pa
         stored = statuses(runner)
     assert len(summary.completed) == 6 and len(summary.failed) == 6
     assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(12)}
+
+
+def test_a_call_with_nothing_left_to_run_takes_no_write_turn(tmp_path: Path) -> None:
+    """Runners sharing a file wait for each other's write turns: a call whose batch is already done (the batch
+    found, the list read, no pending run to claim, no abandoned run to reclaim, no claim to release) takes none,
+    and so finishes while another writer holds the lock file."""
+    database = tmp_path / "done.db"
+    specifications = [{"seed": seed} for seed in range(50)]
+    with ExperimentRunner(database) as runner:
+        runner.run("b", specifications, square, show_progress=False)
+        with open(str(database) + LOCK_SUFFIX, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            summaries: list[Any] = []
+            call = threading.Thread(
+                target=lambda: summaries.append(runner.run("b", specifications, square, show_progress=False)),
+                daemon=True,
+            )
+            call.start()
+            call.join(timeout=60)
+            assert not call.is_alive(), "a call with nothing to run waited for the write lock"
+    assert summaries[0].skipped == 50 and summaries[0].completed == []
