@@ -27,7 +27,7 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
-_RUNNING = text(f"status = '{RUNNING}'")  # the runs a runner holds now: the claim index leaves the others out
+_IS_RUNNING = text(f"status = '{RUNNING}'")  # the runs a runner holds now: the claim index leaves the others out
 
 # PostgreSQL's json (not jsonb) keeps the text as given: 1e16 stays a float, and "\u0000" is allowed.
 JSONDocument = JSON(none_as_null=True)
@@ -79,7 +79,7 @@ runs = Table(
     UniqueConstraint("batch_id", "spec_hash"),
     CheckConstraint("status IN ('pending', 'running', 'completed', 'failed')", name="status"),
     Index(None, "batch_id", "status", "id"),
-    Index("ix_runs_running_claim_token", "claim_token", sqlite_where=_RUNNING, postgresql_where=_RUNNING),
+    Index("ix_runs_running_claim_token", "claim_token", sqlite_where=_IS_RUNNING, postgresql_where=_IS_RUNNING),
 )
 
 # What registering specifications knows of each batch (one row per batch, made with it): the digest of the list

@@ -144,21 +144,18 @@ class RunStore(RunQueries):
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
         """
         new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
-        found = (
-            select(batches.c.id, batches.c.hash_scheme)
-            .select_from(batches.join(registrations))  # a batch is created with its row of registrations
-            .where(batches.c.name == name)
-        )
+        named = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
+        found = named.join_from(batches, registrations)  # a batch is created with its row of registrations
 
         def transaction(connection: Connection) -> tuple[int, str]:
             connection.execute(self._insert_ignoring_duplicates(batches, new))
-            query = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
-            batch_id, scheme = connection.execute(query).one()
+            batch_id, scheme = connection.execute(named).one()
             connection.execute(self._insert_ignoring_duplicates(registrations, {"batch_id": batch_id}))
             return batch_id, scheme
 
-        existing = self._read(lambda connection: connection.execute(found).first(), f"finding batch {name!r}")
-        batch_id, scheme = existing or self._write(transaction, f"creating batch {name!r}")
+        batch_id, scheme = self._first_row(found, f"finding batch {name!r}") or self._write(
+            transaction, f"creating batch {name!r}"
+        )
         if scheme != HASH_SCHEME:
             raise SchemaError(
                 f"batch {name!r} hashes specifications with {scheme!r} but this smallab-db uses {HASH_SCHEME!r}: "
@@ -470,10 +467,12 @@ class RunStore(RunQueries):
         """Among how many runners to share the batch's pending runs at ``owner``'s next claim of up to ``limit``
         (see :meth:`claim`), read without a write turn: 0 when none is pending; 1 while there are at least twice
         ``limit`` for each runner holding live claims in the batch, ``owner`` included; else their number."""
-        in_batch = runs.c.batch_id == batch_id
-        any_pending = select(runs.c.id).where(in_batch, runs.c.status == PENDING).limit(1)
+        any_pending = _pending(batch_id).limit(1)
         others = select(func.count(distinct(runs.c.claim_token))).where(
-            in_batch, runs.c.status == RUNNING, runs.c.claim_token != owner.token, runs.c.lease_expires_at > self._now()
+            runs.c.batch_id == batch_id,
+            runs.c.status == RUNNING,
+            runs.c.claim_token != owner.token,
+            runs.c.lease_expires_at > self._now(),
         )
 
         def outlook(connection: Connection) -> int:
@@ -607,11 +606,7 @@ class RunStore(RunQueries):
                 ).rowcount
             return count + connection.execute(update(runs).where(held).values(**released)).rowcount
 
-        any_held = select(runs.c.id).where(held).limit(1)
-        if (
-            not unstarted
-            and self._read(lambda connection: connection.execute(any_held).first(), "looking for claims") is None
-        ):
+        if not unstarted and self._first_row(select(runs.c.id).where(held).limit(1), "looking for claims") is None:
             return 0  # holding nothing, no write turn
         return self._write(transaction, "releasing claims")
 
@@ -794,6 +789,10 @@ class RunStore(RunQueries):
 
         return retry_transient(once, f"{what} in {describe(self.engine.url)}")
 
+    def _first_row(self, query: Any, what: str) -> Any:
+        """The first row of ``query``, or None, read as :meth:`_read` reads."""
+        return self._read(lambda connection: connection.execute(query).first(), what)
+
     def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
         dialect = self.engine.dialect.name
         statement: Any
@@ -814,10 +813,14 @@ def _unlist(connection: Connection, batch_id: int) -> None:
     connection.execute(update(registrations).where(registrations.c.batch_id == batch_id).values(values))
 
 
+def _pending(batch_id: int) -> Any:
+    """The ids of the batch's pending runs (through the index on ``batch_id, status, id``)."""
+    return select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING)
+
+
 def _counted_pending(batch_id: int, up_to: int) -> Any:
-    """The number of the batch's pending runs, counted up to ``up_to`` (through the index, stopping there)."""
-    pending = select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING).limit(up_to)
-    return select(func.count()).select_from(pending.subquery())
+    """The number of the batch's pending runs, counted up to ``up_to`` (stopping there)."""
+    return select(func.count()).select_from(_pending(batch_id).limit(up_to).subquery())
 
 
 def _is_plain_completion(outcome: Outcome) -> bool:
