@@ -51,6 +51,13 @@ def let_go(token: str) -> None:
     _LIVE_TOKENS.discard(token)
 
 
+def known_gone(host: str | None, node: str | None, pid: int | None, token: str | None) -> bool:
+    """Tell whether the holder of a claim or turn is known to have stopped: it ran on this node, and its process no
+    longer runs (or is this process, under a token no runner here holds). Of a holder on another node nothing is
+    known: only its lease can end its hold."""
+    return host == this_host() and node == this_node() and not owner_alive(pid, token)
+
+
 def owner_alive(pid: int | None, token: str | None) -> bool:
     """Tell whether the process ``pid`` of this node, which claimed under ``token``, is still running."""
     if pid is None:

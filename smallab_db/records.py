@@ -35,6 +35,20 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """Who holds a turn, as recorded in the database: enough to tell whether it is known to have stopped."""
+
+    host: str | None
+    node: str | None
+    pid: int | None
+    token: str
+
+    def known_gone(self) -> bool:
+        """Whether it ran on this node and its process is gone (see :func:`smallab_db.liveness.known_gone`)."""
+        return liveness.known_gone(self.host, self.node, self.pid, self.token)
+
+
+@dataclass(frozen=True)
 class RegistrationState:
     """A batch's row of registrations: the list its runs are, and the runner registering a list now, if any.
 
@@ -43,14 +57,14 @@ class RegistrationState:
             (see :func:`smallab_db.specification.list_digest`); None when runs were added or deleted since.
         listed_count: how many runs that list has.
         registering_digest: the digest of the list a runner is registering now.
-        registering: the owner of that turn (its ``lease_seconds`` is 0: unknown here), or None.
+        registering: the holder of that turn, or None.
         registering_in_time: the turn's lease has not run out.
     """
 
     listed_digest: str | None = None
     listed_count: int | None = None
     registering_digest: str | None = None
-    registering: Owner | None = None
+    registering: Holder | None = None
     registering_in_time: bool = False
 
 

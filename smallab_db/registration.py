@@ -100,11 +100,7 @@ class Registration:
 
 
 def _turn_is_live(state: RegistrationState) -> bool:
-    """Whether the runner registering a list now may still finish: its lease has not run out, and it runs on another
-    machine or is alive on this one."""
+    """Whether the runner registering a list now may still finish: its lease has not run out, and it is not known
+    to have stopped."""
     holder = state.registering
-    if holder is None or not state.registering_in_time:
-        return False
-    if holder.host == liveness.this_host() and holder.node == liveness.this_node():
-        return liveness.owner_alive(holder.pid, holder.token)
-    return True
+    return holder is not None and state.registering_in_time and not holder.known_gone()

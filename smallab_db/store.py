@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -11,12 +12,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
+    Integer,
     Interval,
     String,
     any_,
     bindparam,
+    case,
     delete,
-    distinct,
     func,
     insert,
     literal_column,
@@ -35,7 +37,7 @@ from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
 from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
-from smallab_db.records import Fate, ImportedRun, Outcome, Owner, RegistrationState, utc_now
+from smallab_db.records import Fate, Holder, ImportedRun, Outcome, Owner, RegistrationState, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, registrations, runs
 from smallab_db.specification import HASH_SCHEME
 from smallab_db.transient import retry_transient
@@ -285,7 +287,7 @@ class RunStore(RunQueries):
         if row is None:
             return None
         listed_digest, listed_count, digest, token, host, node, pid, in_time = row
-        registering = None if token is None else Owner(lease_seconds=0, host=host, pid=pid, token=token, node=node)
+        registering = None if token is None else Holder(host=host, node=node, pid=pid, token=token)
         return RegistrationState(listed_digest, listed_count, digest, registering, bool(in_time))
 
     def take_registration_turn(self, batch_id: int, digest: str, owner: Owner, after: str | None) -> bool:
@@ -467,20 +469,15 @@ class RunStore(RunQueries):
         """Among how many runners to share the batch's pending runs at ``owner``'s next claim of up to ``limit``
         (see :meth:`claim`), read without a write turn: 0 when none is pending; 1 while there are at least twice
         ``limit`` for each runner holding live claims in the batch, ``owner`` included; else their number."""
-        any_pending = _pending(batch_id).limit(1)
-        others = select(func.count(distinct(runs.c.claim_token))).where(
-            runs.c.batch_id == batch_id,
-            runs.c.status == RUNNING,
-            runs.c.claim_token != owner.token,
-            runs.c.lease_expires_at > self._now(),
-        )
+        statement = _outlook(server_clock=self.engine.dialect.name == "postgresql")
+        parameters = {"b_batch": batch_id, "b_token": owner.token, "b_now": utc_now(), "b_limit": limit}
 
         def outlook(connection: Connection) -> int:
-            if connection.execute(any_pending).first() is None:
+            counted, others = connection.execute(statement, parameters).one()
+            runners = 1 + int(others)
+            if counted == 0:
                 return 0
-            runners = 1 + int(connection.execute(others).scalar_one())
-            enough = 2 * runners * limit  # twice: the others claim more while this claim waits for its turn
-            if runners == 1 or connection.execute(_counted_pending(batch_id, enough)).scalar_one() >= enough:
+            if runners == 1 or counted >= 2 * runners * limit:  # twice: the others claim more meanwhile
                 return 1
             return runners
 
@@ -560,7 +557,7 @@ class RunStore(RunQueries):
 
         def abandoned(connection: Connection) -> Any:
             running = connection.execute(running_here)
-            dead_tokens = [token for pid, token in running if not liveness.owner_alive(pid, token)]
+            dead_tokens = [token for pid, token in running if liveness.known_gone(owner.host, owner.node, pid, token)]
             return or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
 
         def any_abandoned(connection: Connection) -> bool:
@@ -816,6 +813,51 @@ def _unlist(connection: Connection, batch_id: int) -> None:
 def _pending(batch_id: int) -> Any:
     """The ids of the batch's pending runs (through the index on ``batch_id, status, id``)."""
     return select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING)
+
+
+@functools.cache
+def _outlook(server_clock: bool) -> Any:
+    """One read for :meth:`RunStore.claim_outlook`, built once (it takes longer to build than to run): the batch
+    ``b_batch``'s pending runs counted up to twice ``b_limit`` for each runner holding claims in it (up to 1 when
+    ``b_token``'s runner is alone), and how many runners other than ``b_token``'s hold claims in it (see
+    :func:`_other_claimers`)."""
+    others = _other_claimers(server_clock).scalar_subquery()
+    pending = select(runs.c.id).where(runs.c.batch_id == bindparam("b_batch"), runs.c.status == PENDING)
+    enough = case((others == 0, 1), else_=2 * bindparam("b_limit", type_=Integer()) * (1 + others))  # alone: any?
+    return select(select(func.count()).select_from(pending.limit(enough).subquery()).scalar_subquery(), others)
+
+
+def _other_claimers(server_clock: bool) -> Any:
+    """The number of runners other than the one of token ``b_token`` that hold claims in the batch ``b_batch`` whose
+    lease runs at ``b_now``, or on the server's clock (PostgreSQL).
+
+    The claim tokens of running runs are walked one distinct token at a time through the index of running runs
+    (each step the least token after the one before), so the cost grows with the runners, not with the runs they
+    hold: counting distinct tokens over the batch's running rows read every one of them, about 2 ms for 1,000.
+    """
+    now = func.now() if server_clock else bindparam("b_now", type_=runs.c.lease_expires_at.type)
+    running = runs.alias("running")
+    tokens = (
+        select(func.min(running.c.claim_token).label("token")).where(running.c.status == _RUNNING).cte(recursive=True)
+    )
+    later = runs.alias("later")
+    next_token = (
+        select(func.min(later.c.claim_token))
+        .where(later.c.status == _RUNNING, later.c.claim_token > tokens.c.token)
+        .scalar_subquery()
+    )
+    tokens = tokens.union_all(select(next_token).where(tokens.c.token.is_not(None)))
+    held = runs.alias("held")
+    # A token claims in one batch (a runner's call of one batch): the batch of any run it holds in time is its
+    # batch. Looked up by token alone, so that the index of running runs is used, not the batch's running runs.
+    batch_held_in_time = (
+        select(held.c.batch_id)
+        .where(held.c.claim_token == tokens.c.token, held.c.status == _RUNNING, held.c.lease_expires_at > now)
+        .limit(1)
+        .scalar_subquery()
+    )
+    batch_id, token = bindparam("b_batch", type_=runs.c.batch_id.type), bindparam("b_token", type_=String())
+    return select(func.count()).select_from(tokens).where(tokens.c.token != token, batch_held_in_time == batch_id)
 
 
 def _counted_pending(batch_id: int, up_to: int) -> Any:

@@ -75,19 +75,25 @@ class WriteTurns:
         except OSError:  # a file system without flock: SQLite's locking alone
             return
         # The kernel hands the lock over as soon as it is let go; the waiting is done in a thread of its own so
-        # that it can be given up. A waiter given up holds the file open while it waits: when it takes the lock
-        # after this write closed the descriptor, the lock goes with the file as its wait returns.
+        # that it can be given up, on a duplicate of the descriptor: the lock belongs to the open file they share,
+        # so it is held until this write closes its descriptor, and a wait given up that takes the lock after that
+        # lets it go as it closes the duplicate. The duplicate also keeps the thread from ever locking another
+        # file that reused the number of a descriptor closed meanwhile.
         taken = threading.Event()
-        threading.Thread(target=_take, args=(descriptor, taken), name="smallab-db-write-turn", daemon=True).start()
+        duplicate = os.dup(descriptor)
+        threading.Thread(target=_take, args=(duplicate, taken), name="smallab-db-write-turn", daemon=True).start()
         taken.wait(self._patience_seconds)
 
 
 def _take(descriptor: int, taken: threading.Event) -> None:
+    """Wait for the lock of ``descriptor``, a duplicate of the writer's, then close it and say so."""
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-    except OSError:  # closed meanwhile (given up), or no flock here
+    except OSError:  # no flock here
         pass
-    taken.set()
+    finally:
+        os.close(descriptor)
+        taken.set()
 
 
 def _lock_path(url: URL) -> str | None:
