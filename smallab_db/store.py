@@ -102,8 +102,7 @@ class RunStore(RunQueries):
             engine.dialect,
         )
         candidates = (
-            select(runs.c.id)
-            .where(runs.c.batch_id == bindparam("b_batch"), runs.c.status == PENDING)
+            _pending(bindparam("b_batch"))
             .order_by(runs.c.id)
             .limit(bindparam("b_limit"))
             .with_for_update(skip_locked=True)
@@ -645,8 +644,10 @@ class RunStore(RunQueries):
         if not outcomes:
             return dict
         json_text = self._record.json_text
-        plain = [outcome for outcome in outcomes if _is_plain_completion(outcome)]
-        rest = [outcome for outcome in outcomes if not _is_plain_completion(outcome)]
+        plain: list[Outcome] = []
+        rest: list[Outcome] = []
+        for outcome in outcomes:
+            (plain if _is_plain_completion(outcome) else rest).append(outcome)
         completions = self._record_completed.driver_rows(
             [
                 {
@@ -810,8 +811,9 @@ def _unlist(connection: Connection, batch_id: int) -> None:
     connection.execute(update(registrations).where(registrations.c.batch_id == batch_id).values(values))
 
 
-def _pending(batch_id: int) -> Any:
-    """The ids of the batch's pending runs (through the index on ``batch_id, status, id``)."""
+def _pending(batch_id: Any) -> Any:
+    """The ids of the batch's pending runs (through the index on ``batch_id, status, id``); ``batch_id`` is the id
+    or a bound parameter that gives it."""
     return select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING)
 
 
@@ -822,7 +824,7 @@ def _outlook(server_clock: bool) -> Any:
     ``b_token``'s runner is alone), and how many runners other than ``b_token``'s hold claims in it (see
     :func:`_other_claimers`)."""
     others = _other_claimers(server_clock).scalar_subquery()
-    pending = select(runs.c.id).where(runs.c.batch_id == bindparam("b_batch"), runs.c.status == PENDING)
+    pending = _pending(bindparam("b_batch"))
     enough = case((others == 0, 1), else_=2 * bindparam("b_limit", type_=Integer()) * (1 + others))  # alone: any?
     return select(select(func.count()).select_from(pending.limit(enough).subquery()).scalar_subquery(), others)
 
