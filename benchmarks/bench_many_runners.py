@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROUNDS = 3
+ROUNDS = 5
 RUNNER_COUNTS = (1, 2, 4, 8)
 
 RUNNER = """

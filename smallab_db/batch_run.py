@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from tqdm import tqdm
 
-from smallab_db import dispatch, run_output
+from smallab_db import dispatch, heap, run_output
 from smallab_db.claims import Claims
 from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
@@ -69,12 +69,16 @@ class BatchRun:
             DatabaseError: the database failed for longer than the retries cover; unfinished claims are released.
             KeyboardInterrupt: after storing what finished and releasing the rest.
         """
+        with heap.frozen():  # the garbage collector's passes walk only what the batch makes
+            return self._run(specifications, rerun_all)
+
+    def _run(self, specifications: list[Specification], rerun_all: bool) -> RunSummary:
         batch_id = self.store.ensure_batch(self.name)
         registration = Registration(self.store, batch_id, self.lease_seconds, self.keep_key_order)
         completed = registration.register(specifications, rerun_all)
         tally = Tally(completed)
-        pending = self.store.count(batch_id, PENDING)
-        if pending == 0 and self.show_progress:
+        pending = self.store.count(batch_id, PENDING) if self.show_progress else None  # the bar's total
+        if pending == 0:
             print(self._nothing_to_run(batch_id, len(set(completed))), file=sys.stderr)
         del specifications, completed  # the runs are in the database now; free the lists while the batch runs
         hooks = HookCaller()

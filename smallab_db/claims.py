@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ Claimed = list[tuple[int, Specification]]
 # A chunk holds about this many seconds of work, so that runners sharing a batch split it evenly.
 CLAIM_SECONDS = 0.25
 MAX_CLAIM = 1000
+CLAIM_GROWTH = 8  # a chunk holds at most this many times the runs taken so far
 LEAST_SHARE_SECONDS = 0.005  # near a batch's end, runners share what is left, but claim at least this much work
 
 
@@ -107,11 +109,15 @@ class Claims:
     def _claim_more(self) -> Claimed:
         began = time.monotonic()
         claimed: Claimed = []
-        size, least = self._chunk_size(), self._least_share()
-        runners = self._store.claim_outlook(self._batch_id, self._owner, size)
-        if runners:  # the write turn is taken only when there is something to claim
+        size = self._chunk_size()
+        outlook = self._store.claim_outlook(self._batch_id, self._owner)
+        if outlook.pending:  # the write turn is taken only when there is something to claim
+            shared = None
+            if outlook.runners > 1:  # sized in the turn, by what the others left
+                least = self._least_share()
+                shared = functools.partial(share, size, runners=outlook.runners, at_least=least)
             claimed = self._claim_with(
-                lambda first: self._store.claim(self._batch_id, self._owner, size, first, runners, least)
+                lambda first: self._store.claim(self._batch_id, self._owner, size, first, shared)
             )
         if not claimed and self._store.reclaim_abandoned(self._batch_id, self._owner):
             claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
@@ -129,6 +135,16 @@ class Claims:
         return self._handed_out / max(working, 1e-3)
 
     def _chunk_size(self) -> int:
-        """About :data:`CLAIM_SECONDS` of work at the pace runs were taken so far, and at most eight times the runs
-        taken so far: a few runs taken in the first milliseconds say little of the pace, so chunks grow in steps."""
-        return max(self._min_chunk, min(MAX_CLAIM, 8 * self._handed_out, int(self._pace() * CLAIM_SECONDS)))
+        """About :data:`CLAIM_SECONDS` of work at the pace runs were taken so far, and at most :data:`CLAIM_GROWTH`
+        times the runs taken so far: a few runs taken in the first milliseconds say little of the pace, so chunks
+        grow in steps."""
+        return max(self._min_chunk, min(MAX_CLAIM, CLAIM_GROWTH * self._handed_out, int(self._pace() * CLAIM_SECONDS)))
+
+
+def share(size: int, pending: int, runners: int, at_least: int) -> int:
+    """How many runs to claim, ``size`` at most: near a batch's end, when fewer than ``size`` runs are ``pending`` for
+    each of the ``runners`` holding claims in it, an even share of them (rounded up), so that the runners finish
+    together (guided self-scheduling); but ``at_least``, so that the last claims are not a run at a time."""
+    if runners == 1 or pending >= runners * size:
+        return size
+    return min(size, max(at_least, -(-pending // runners)))

@@ -35,6 +35,14 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class ClaimOutlook:
+    """What a runner's next claim in a batch will find, read before it takes a write turn."""
+
+    pending: int  # how many ids its pending runs span, as many as they are when they lie together; 0 for none
+    runners: int  # the runners holding live claims in the batch, the reader's included
+
+
+@dataclass(frozen=True)
 class Holder:
     """Who holds a turn, as recorded in the database: enough to tell whether it is known to have stopped."""
 

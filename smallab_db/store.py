@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -37,7 +36,7 @@ from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
 from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
-from smallab_db.records import Fate, Holder, ImportedRun, Outcome, Owner, RegistrationState, utc_now
+from smallab_db.records import ClaimOutlook, Fate, Holder, ImportedRun, Outcome, Owner, RegistrationState, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, registrations, runs
 from smallab_db.specification import HASH_SCHEME
 from smallab_db.transient import retry_transient
@@ -270,19 +269,9 @@ class RunStore(RunQueries):
 
     def registration(self, batch_id: int) -> RegistrationState | None:
         """Return the batch's row of registrations as it is now; None if the batch was deleted meanwhile."""
-        r = registrations.c
-        query = select(
-            r.listed_digest,
-            r.listed_count,
-            r.registering_digest,
-            r.registering_token,
-            r.registering_host,
-            r.registering_node,
-            r.registering_pid,
-            r.registering_until > self._now(),
-        ).where(r.batch_id == batch_id)
+        query = _registration_state(server_clock=self.engine.dialect.name == "postgresql")
         with self._reading() as connection:
-            row = connection.execute(query).one_or_none()
+            row = connection.execute(query, {"b_batch": batch_id, "b_now": utc_now()}).one_or_none()
         if row is None:
             return None
         listed_digest, listed_count, digest, token, host, node, pid, in_time = row
@@ -464,21 +453,16 @@ class RunStore(RunQueries):
 
     # -- claims --------------------------------------------------------------------------------------------------
 
-    def claim_outlook(self, batch_id: int, owner: Owner, limit: int) -> int:
-        """Among how many runners to share the batch's pending runs at ``owner``'s next claim of up to ``limit``
-        (see :meth:`claim`), read without a write turn: 0 when none is pending; 1 while there are at least twice
-        ``limit`` for each runner holding live claims in the batch, ``owner`` included; else their number."""
+    def claim_outlook(self, batch_id: int, owner: Owner) -> ClaimOutlook:
+        """What ``owner``'s next claim will find in the batch, read without a write turn: how many runners hold live
+        claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see :func:`_pending_span`),
+        0 when none is pending."""
         statement = _outlook(server_clock=self.engine.dialect.name == "postgresql")
-        parameters = {"b_batch": batch_id, "b_token": owner.token, "b_now": utc_now(), "b_limit": limit}
+        parameters = {"b_batch": batch_id, "b_token": owner.token, "b_now": utc_now()}
 
-        def outlook(connection: Connection) -> int:
-            counted, others = connection.execute(statement, parameters).one()
-            runners = 1 + int(others)
-            if counted == 0:
-                return 0
-            if runners == 1 or counted >= 2 * runners * limit:  # twice: the others claim more meanwhile
-                return 1
-            return runners
+        def outlook(connection: Connection) -> ClaimOutlook:
+            others, pending = connection.execute(statement, parameters).one()
+            return ClaimOutlook(pending=int(pending), runners=1 + int(others))
 
         return self._read(outlook, "looking for pending runs")
 
@@ -488,14 +472,12 @@ class RunStore(RunQueries):
         owner: Owner,
         limit: int,
         first: Callable[[], None] = lambda: None,
-        runners: int = 1,
-        at_least: int = 1,
+        shared: Callable[[int], int] | None = None,
     ) -> list[tuple[int, Specification]]:
         """Atomically mark up to ``limit`` pending runs of the batch as running for ``owner``; ``first`` is called
-        in the claim's write turn, before the claim (see :meth:`Recorder.store_with`). When ``runners`` (this one
-        included, as :meth:`claim_outlook` says) share the batch and fewer than ``limit`` pending runs are left
-        for each, it claims an even share of them, but at least ``at_least`` (guided self-scheduling), so that the
-        runners finish the batch together.
+        in the claim's write turn, before the claim (see :meth:`Recorder.store_with`). With ``shared``, the limit is
+        ``shared(span)`` instead, where span is the span of the pending runs' ids read again in the turn (see
+        :func:`_pending_span`): runners sharing a batch size their claims by what the others left.
 
         Returns:
             ``(run_id, specification)`` of the claimed runs, in id order.
@@ -512,9 +494,11 @@ class RunStore(RunQueries):
         }
 
         def transaction(connection: Connection) -> list[tuple[Any, ...]]:
-            if runners > 1:  # counted again now that the write lock is held
-                pending = int(connection.execute(_counted_pending(batch_id, runners * limit)).scalar_one())
-                parameters["b_limit"] = min(limit, max(at_least, -(-pending // runners)))
+            if shared is not None:
+                span = connection.execute(_PENDING_SPAN, {"b_batch": batch_id}).scalar_one()
+                if not span:
+                    return []
+                parameters["b_limit"] = shared(span)
             return sorted(fetched(connection.execute(self._claim, parameters)))
 
         claimed = None
@@ -818,15 +802,43 @@ def _pending(batch_id: Any) -> Any:
 
 
 @functools.cache
+def _registration_state(server_clock: bool) -> Any:
+    """The read of :meth:`RunStore.registration`, built once: runners waiting for a list to be registered make it
+    every few milliseconds. The turn's end is compared with ``b_now``, or the server's clock (PostgreSQL)."""
+    r = registrations.c
+    now = func.now() if server_clock else bindparam("b_now", type_=r.registering_until.type)
+    return select(
+        r.listed_digest,
+        r.listed_count,
+        r.registering_digest,
+        r.registering_token,
+        r.registering_host,
+        r.registering_node,
+        r.registering_pid,
+        r.registering_until > now,
+    ).where(r.batch_id == bindparam("b_batch", type_=r.batch_id.type))
+
+
+def _pending_span(batch_id: Any) -> Any:
+    """How many ids lie from the batch's lowest pending run to its highest, both included; NULL when none is
+    pending. Two index lookups however many are pending; as many as there are pending runs when they lie together,
+    which they mostly do (they are taken lowest id first), and never fewer."""
+    pending = _pending(batch_id)
+    lowest = pending.with_only_columns(func.min(runs.c.id)).scalar_subquery()  # apart, each is one index lookup
+    highest = pending.with_only_columns(func.max(runs.c.id)).scalar_subquery()
+    return highest - lowest + 1
+
+
+_PENDING_SPAN = select(_pending_span(bindparam("b_batch", type_=Integer())))
+
+
+@functools.cache
 def _outlook(server_clock: bool) -> Any:
-    """One read for :meth:`RunStore.claim_outlook`, built once (it takes longer to build than to run): the batch
-    ``b_batch``'s pending runs counted up to twice ``b_limit`` for each runner holding claims in it (up to 1 when
-    ``b_token``'s runner is alone), and how many runners other than ``b_token``'s hold claims in it (see
-    :func:`_other_claimers`)."""
+    """One read for :meth:`RunStore.claim_outlook`, built once (it takes longer to build than to run): how many
+    runners other than ``b_token``'s hold claims in the batch ``b_batch`` (see :func:`_other_claimers`), and the
+    span of its pending runs' ids, 0 for none."""
     others = _other_claimers(server_clock).scalar_subquery()
-    pending = _pending(bindparam("b_batch"))
-    enough = case((others == 0, 1), else_=2 * bindparam("b_limit", type_=Integer()) * (1 + others))  # alone: any?
-    return select(select(func.count()).select_from(pending.limit(enough).subquery()).scalar_subquery(), others)
+    return select(others, func.coalesce(_pending_span(bindparam("b_batch", type_=Integer())), 0))
 
 
 def _other_claimers(server_clock: bool) -> Any:
@@ -860,11 +872,6 @@ def _other_claimers(server_clock: bool) -> Any:
     )
     batch_id, token = bindparam("b_batch", type_=runs.c.batch_id.type), bindparam("b_token", type_=String())
     return select(func.count()).select_from(tokens).where(tokens.c.token != token, batch_held_in_time == batch_id)
-
-
-def _counted_pending(batch_id: int, up_to: int) -> Any:
-    """The number of the batch's pending runs, counted up to ``up_to`` (stopping there)."""
-    return select(func.count()).select_from(_pending(batch_id).limit(up_to).subquery())
 
 
 def _is_plain_completion(outcome: Outcome) -> bool:

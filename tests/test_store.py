@@ -15,10 +15,10 @@ import sqlalchemy as sa
 
 from smallab_db import ExperimentRunner, liveness
 from smallab_db import recorder as recorder_module
-from smallab_db.claims import Claims
+from smallab_db.claims import Claims, share
 from smallab_db.lease import LeaseKeeper
 from smallab_db.recorder import Recorder
-from smallab_db.records import Fate, Outcome, Owner, utc_now
+from smallab_db.records import ClaimOutlook, Fate, Outcome, Owner, utc_now
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
 from smallab_db.store import RunStore
@@ -204,40 +204,63 @@ def test_claims_renew_before_handing_out_after_a_stall_and_drop_the_lost_ones(da
         liveness.let_go(owner.token)
 
 
-def test_near_the_end_of_a_batch_a_claim_takes_an_even_share_of_what_is_left(database_url: str) -> None:
+def test_near_the_end_of_a_batch_a_claim_takes_an_even_share_of_what_is_left() -> None:
     """Runners sharing a batch finish it together: once fewer runs are pending than a full claim for each runner,
-    a claim takes its share (rounded up), and never fewer than it is told to, nor more than its limit."""
-    runner, batch_id = registered(database_url, 10)
-    owner = Owner(lease_seconds=600)
-    assert len(runner.store.claim(batch_id, owner, 100, runners=4)) == 3  # 10 pending among 4 runners
-    assert len(runner.store.claim(batch_id, owner, 100, runners=4, at_least=5)) == 5  # 7 pending: 2 each, but 5
-    assert len(runner.store.claim(batch_id, owner, 1, runners=1)) == 1
-    assert len(runner.store.claim(batch_id, owner, 100, runners=2)) == 1  # the last one
-    assert runner.store.claim(batch_id, owner, 100, runners=2) == []
+    a claim takes its share (rounded up), and never fewer than it is told to, nor more than its size."""
+    assert share(100, pending=10, runners=4, at_least=1) == 3
+    assert share(100, pending=7, runners=4, at_least=5) == 5  # 2 each, but at least 5
+    assert share(100, pending=400, runners=4, at_least=1) == 100  # a full claim each: no sharing yet
+    assert share(100, pending=399, runners=4, at_least=1) == 100  # 100 each, rounded up
+    assert share(100, pending=300, runners=4, at_least=1) == 75
+    assert share(3, pending=10, runners=1, at_least=1) == 3  # alone: no sharing
+    assert share(3, pending=1, runners=2, at_least=5) == 3  # never more than its size
 
 
-def test_the_claim_outlook_says_among_how_many_runners_to_share_what_is_left(database_url: str) -> None:
-    """Runners holding live claims in the batch count; sharing starts once fewer than a claim each is pending."""
+def test_the_claim_outlook_says_how_many_runners_hold_claims_and_where_pending_runs_lie(database_url: str) -> None:
+    """Runners holding live claims in the batch count, the reader's included; pending runs are given by the span of
+    their ids, which is their number while they lie together."""
     runner, batch_id = registered(database_url, 5)
     elsewhere = runner.store.ensure_batch("elsewhere")
     runner.store.register(elsewhere, list(hashed([{"seed": 1}])), rerun_all=False)
     assert len(runner.store.claim(elsewhere, Owner(lease_seconds=600), 1)) == 1  # a runner of another batch
     me, other, third = (Owner(lease_seconds=600) for _ in range(3))
-    assert runner.store.claim_outlook(batch_id, me, 10) == 1  # alone in this batch
+    assert runner.store.claim_outlook(batch_id, me) == ClaimOutlook(pending=5, runners=1)  # alone here
     runner.store.claim(batch_id, me, 1)
     [(others_run, _)] = runner.store.claim(batch_id, other, 1)
-    assert runner.store.claim_outlook(batch_id, me, 1) == 2  # 3 pending: fewer than two claims of 1 each
+    assert runner.store.claim_outlook(batch_id, me) == ClaimOutlook(pending=3, runners=2)
     runner.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(5, 10)])), rerun_all=False)
-    assert runner.store.claim_outlook(batch_id, me, 1) == 1  # 8 pending: two claims each and more
-    assert runner.store.claim_outlook(batch_id, me, 10) == 2  # me and the other one
+    # 8 pending, and the other batch's run lies among them: their ids span 9
+    assert runner.store.claim_outlook(batch_id, me) == ClaimOutlook(pending=9, runners=2)
     [(run_id, _)] = runner.store.claim(batch_id, third, 1)
-    assert runner.store.claim_outlook(batch_id, me, 10) == 3
+    assert runner.store.claim_outlook(batch_id, me).runners == 3
     assert runner.store.record(third.token, [completed(run_id, 1)]) == {}  # a runner holding nothing now
-    assert runner.store.claim_outlook(batch_id, me, 10) == 2
+    assert runner.store.claim_outlook(batch_id, me).runners == 2
     expire_lease(runner, [others_run])  # a runner that stopped renewing
-    assert runner.store.claim_outlook(batch_id, me, 10) == 1
+    assert runner.store.claim_outlook(batch_id, me).runners == 1
     runner.store.claim(batch_id, third, 20)
-    assert runner.store.claim_outlook(batch_id, me, 10) == 0  # nothing pending
+    assert runner.store.claim_outlook(batch_id, me).pending == 0  # nothing pending
+
+
+def test_a_shared_claim_is_sized_in_its_turn_by_what_the_others_left(database_url: str) -> None:
+    """Between a runner's outlook and its write turn the others claim: the claim reads the span of what is left
+    again in its turn, never fewer than the runs pending, and claims nothing when none is left."""
+    runner, batch_id = registered(database_url, 30)
+    me, other = Owner(lease_seconds=600), Owner(lease_seconds=600)
+    assert runner.store.claim_outlook(batch_id, me).pending == 30
+    claimed = [run_id for run_id, _ in runner.store.claim(batch_id, other, 30)]
+    done = [completed(run_id, 1) for index, run_id in enumerate(claimed) if index % 10]
+    assert runner.store.record(other.token, done) == {}
+    assert runner.store.release(other, []) == 3  # the 1st, 11th and 21st runs are pending again: 21 ids apart
+    spans: list[int] = []
+
+    def two(span: int) -> int:
+        spans.append(span)
+        return 2
+
+    assert [run_id for run_id, _ in runner.store.claim(batch_id, me, 30, shared=two)] == [claimed[0], claimed[10]]
+    assert [run_id for run_id, _ in runner.store.claim(batch_id, me, 30, shared=two)] == [claimed[20]]
+    assert spans == [21, 1]
+    assert runner.store.claim(batch_id, me, 30, shared=two) == [] and spans == [21, 1]  # none left: not asked
 
 
 def test_a_run_completed_after_a_failure_keeps_no_trace_of_the_failure(database_url: str) -> None:

@@ -1,15 +1,18 @@
 """The parts that make runs cheap, each checked for what it must keep: registration read in one pass or looked up
 hash by hash gives the same runs, and a runner that finds the batch registered writes nothing; chunk sizes follow
 the pace of runs; writers take turns through the lock file without keeping it open; the claims of a runner are found
-through their index; workers store their outcomes, or hand them back when they cannot."""
+through their index; workers store their outcomes, or hand them back when they cannot; the objects alive when a batch
+starts are left out of the garbage collector's passes while it runs, and put back after."""
 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from smallab_db import ExperimentRunner, registration, worker_writes
+from smallab_db import ExperimentRunner, heap, registration, worker_writes
 from smallab_db.bulk import sqlite_timestamp
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace
 from smallab_db.records import Outcome, utc_now
@@ -302,3 +305,53 @@ def test_a_call_with_nothing_left_to_run_takes_no_write_turn(tmp_path: Path) -> 
             call.join(timeout=60)
             assert not call.is_alive(), "a call with nothing to run waited for the write lock"
     assert summaries[0].skipped == 50 and summaries[0].completed == []
+
+
+class Linked:
+    """An object that can be part of a reference cycle and be watched through a weak reference."""
+
+    partner: Linked | None = None
+
+
+def test_objects_alive_when_a_batch_starts_are_left_out_of_collection_and_put_back_after(sqlite_path: str) -> None:
+    """Inside the block, a reference cycle made before it is not collected (no pass walks it); after the block it is.
+    A batch's run leaves nothing frozen behind."""
+    assert gc.get_freeze_count() == 0
+    first, second = Linked(), Linked()
+    first.partner, second.partner = second, first
+    watched = weakref.ref(first)
+    with heap.frozen():
+        assert gc.get_freeze_count() > 0
+        del first, second
+        gc.collect()
+        assert watched() is not None  # frozen: no pass walks the cycle
+        with heap.frozen():  # a nested block (a batch run from a hook) ends without thawing the outer one
+            pass
+        gc.collect()
+        assert gc.get_freeze_count() > 0 and watched() is not None
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert watched() is None
+    runner = ExperimentRunner(sqlite_path)
+    runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
+    assert gc.get_freeze_count() == 0
+
+
+def test_objects_a_program_froze_itself_stay_frozen(sqlite_path: str) -> None:
+    """A program that froze its objects (before forking workers, say) finds them frozen after a batch."""
+    first, second = Linked(), Linked()
+    first.partner, second.partner = second, first
+    watched = weakref.ref(first)
+    gc.freeze()
+    try:
+        del first, second
+        runner = ExperimentRunner(sqlite_path)
+        runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
+        with heap.frozen():
+            pass
+        gc.collect()
+        assert gc.get_freeze_count() > 0 and watched() is not None  # still frozen: the cycle was not walked
+    finally:
+        gc.unfreeze()
+    gc.collect()
+    assert watched() is None
