@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
-    Integer,
     Interval,
     String,
     any_,
@@ -819,17 +818,17 @@ def _registration_state(server_clock: bool) -> Any:
     ).where(r.batch_id == bindparam("b_batch", type_=r.batch_id.type))
 
 
-def _pending_span(batch_id: Any) -> Any:
-    """How many ids lie from the batch's lowest pending run to its highest, both included; NULL when none is
-    pending. Two index lookups however many are pending; as many as there are pending runs when they lie together,
-    which they mostly do (they are taken lowest id first), and never fewer."""
-    pending = _pending(batch_id)
+def _pending_span() -> Any:
+    """How many ids lie from the lowest pending run of the batch ``b_batch`` to its highest, both included; NULL when
+    none is pending. Two index lookups however many are pending; as many as there are pending runs when they lie
+    together, which they mostly do (they are taken lowest id first), and never fewer."""
+    pending = _pending(bindparam("b_batch", type_=runs.c.batch_id.type))
     lowest = pending.with_only_columns(func.min(runs.c.id)).scalar_subquery()  # apart, each is one index lookup
     highest = pending.with_only_columns(func.max(runs.c.id)).scalar_subquery()
     return highest - lowest + 1
 
 
-_PENDING_SPAN = select(_pending_span(bindparam("b_batch", type_=Integer())))
+_PENDING_SPAN = select(_pending_span())
 
 
 @functools.cache
@@ -838,7 +837,7 @@ def _outlook(server_clock: bool) -> Any:
     runners other than ``b_token``'s hold claims in the batch ``b_batch`` (see :func:`_other_claimers`), and the
     span of its pending runs' ids, 0 for none."""
     others = _other_claimers(server_clock).scalar_subquery()
-    return select(others, func.coalesce(_pending_span(bindparam("b_batch", type_=Integer())), 0))
+    return select(others, func.coalesce(_pending_span(), 0))
 
 
 def _other_claimers(server_clock: bool) -> Any:
