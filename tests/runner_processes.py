@@ -92,6 +92,21 @@ def rows(database: str, query: Any) -> list[Any]:
         engine.dispose()
 
 
+def wait_for_sessions_to_end(database: str) -> None:
+    """On PostgreSQL, wait (at most 30 s) until no session but this one is connected to the database: the server
+    ends a killed client's session only once it has finished what that client sent, a COMMIT included, so what the
+    killed processes wrote is all visible after. A SQLite file has no server: a killed process wrote what it wrote."""
+    if is_sqlite(database):
+        return
+    others = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 30
+    while rows(database, others)[0][0]:
+        assert time.monotonic() < deadline, "the killed processes' sessions did not end within 30 s"
+        time.sleep(0.05)
+
+
 def wait_for_completed(database: str, at_least: int, process: subprocess.Popen[str]) -> None:
     """Poll the database until ``at_least`` runs are completed (at most 60 s)."""
     deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ import dill
 import pytest
 import sqlalchemy as sa
 from processes import kill_group, spawn
+from runner_processes import wait_for_sessions_to_end
 from smallab2_workloads import steps_run
 
 from smallab_db.database import create_engine, resolve_url
@@ -71,6 +72,7 @@ def test_a_run_killed_mid_run_resumes_from_its_newest_checkpoint_elsewhere(
     kill_group(runner)  # SIGKILL, the workers too
     runner.wait(timeout=30)
     time.sleep(0.3)  # let killed workers disappear
+    wait_for_sessions_to_end(database_url)
     before = {seed: steps_run(markers, seed) for seed in seeds}
 
     killed = rows(database_url)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from processes import kill_group
-from runner_processes import aware, is_sqlite, rows, start_runner, statuses
+from runner_processes import aware, is_sqlite, rows, start_runner, statuses, wait_for_sessions_to_end
 from workloads import executions, finish_times
 
 from smallab_db.schema import runs
@@ -40,6 +40,7 @@ def test_a_sigkilled_runner_loses_nothing_and_a_rerun_finishes(
     killed_at = time.time()
     runner.wait(timeout=30)
     time.sleep(0.2)  # let the killed workers disappear
+    wait_for_sessions_to_end(database)
 
     if is_sqlite(database):  # PostgreSQL's own write-ahead log makes a killed client harmless
         with sqlite3.connect(database) as connection:
