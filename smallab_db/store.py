@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from smallab_db import liveness
 from smallab_db.bulk import BulkStatement, fetched, json_loader
 from smallab_db.codec import JSONText
-from smallab_db.database import SQLITE_BUSY_TIMEOUT_MS, describe
+from smallab_db.database import describe
 from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
@@ -56,7 +56,7 @@ class RunStore(RunQueries):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._turns = WriteTurns(engine.url, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        self._turns = WriteTurns(engine.url)
         self._load_json = json_loader(engine.dialect)
         self._record = BulkStatement(
             update(runs)

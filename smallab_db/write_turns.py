@@ -4,9 +4,13 @@ at a time, and a waiting writer goes as soon as the one before it is done.
 SQLite alone makes a writer that finds the file locked sleep for growing intervals (up to 100 ms) before it tries
 again, so runners sharing a file spend most of their time asleep. Here writers first take an advisory lock
 (``flock``) on a file beside the database, ``<database>-lock``, which the kernel hands to a waiting writer as soon as
-the one before lets go. SQLite's own locking still guards the data: the lock file only orders smallab-db's writers.
-If it cannot be created (a folder made read-only since), or a writer holds it for longer than SQLite would wait (a
-runner stopped with SIGSTOP in the middle of a write), the write goes ahead under SQLite's locking alone.
+the one before lets go or exits. The writer waits for it in its own thread, which the kernel wakes directly (Ctrl-C
+interrupts the wait): handing the lock over through a helper thread took a second wake-up, and eight runners on two
+cores spent 0.06-0.10 s between one writer letting go and the next starting, per 20,000 runs, against 0.03-0.05 s
+this way. A runner stopped (SIGSTOP, Ctrl-Z) while it holds the turn holds the others up until it goes on, as it
+would inside a SQLite transaction. SQLite's own locking still guards the data: the lock file only orders
+smallab-db's writers. If it cannot be created (a folder made read-only since), the write goes ahead under SQLite's
+locking alone.
 """
 
 from __future__ import annotations
@@ -26,11 +30,10 @@ class WriteTurns:
     """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file. The thread
     holding the turn may take it again: several writes can share one turn."""
 
-    def __init__(self, url: URL, patience_seconds: float) -> None:
+    def __init__(self, url: URL) -> None:
         self._thread_lock = threading.Lock()
         self._holder: int | None = None  # the thread holding the turn
         self._lock_path = _lock_path(url)
-        self._patience_seconds = patience_seconds
 
     def held_here(self) -> bool:
         """Whether the calling thread holds the turn."""
@@ -64,36 +67,13 @@ class WriteTurns:
         except OSError:
             return None
 
-    def _wait_for(self, descriptor: int) -> None:
-        """Take the lock file's lock; if another writer holds it, wait until it lets go, or give up after the
-        patience (SQLite's own locking then orders the write)."""
+    @staticmethod
+    def _wait_for(descriptor: int) -> None:
+        """Take the lock file's lock, waiting while another writer holds it (Ctrl-C interrupts the wait)."""
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError:  # a file system without flock: SQLite's locking alone
-            return
-        # The kernel hands the lock over as soon as it is let go; the waiting is done in a thread of its own so
-        # that it can be given up, on a duplicate of the descriptor: the lock belongs to the open file they share,
-        # so it is held until this write closes its descriptor, and a wait given up that takes the lock after that
-        # lets it go as it closes the duplicate. The duplicate also keeps the thread from ever locking another
-        # file that reused the number of a descriptor closed meanwhile.
-        taken = threading.Event()
-        duplicate = os.dup(descriptor)
-        threading.Thread(target=_take, args=(duplicate, taken), name="smallab-db-write-turn", daemon=True).start()
-        taken.wait(self._patience_seconds)
-
-
-def _take(descriptor: int, taken: threading.Event) -> None:
-    """Wait for the lock of ``descriptor``, a duplicate of the writer's, then close it and say so."""
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-    except OSError:  # no flock here
-        pass
-    finally:
-        os.close(descriptor)
-        taken.set()
+            pass
 
 
 def _lock_path(url: URL) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -145,6 +146,36 @@ def test_writers_take_turns_on_the_lock_file_and_keep_no_descriptor_open(tmp_pat
             releaser.join()
         assert waited and done_at >= waited[0]
         assert statuses(runner)[1] == ("pending", 1)
+
+
+def test_ctrl_c_stops_a_writer_waiting_for_its_turn_and_leaves_the_lock_file_closed(tmp_path: Path) -> None:
+    """A writer waits for its turn in its own thread, so Ctrl-C (SIGINT) interrupts the wait: nothing is written, and
+    the lock file is not left open."""
+    database = tmp_path / "interrupted.db"
+    with ExperimentRunner(database) as runner:
+        runner.run("b", [{"seed": seed} for seed in range(6)], odd_fails, show_progress=False)
+        batch_id = runner.store.find_batch("b")
+        assert batch_id is not None
+        with open(str(database) + LOCK_SUFFIX, "w") as held:  # another runner in the middle of a write
+            fcntl.flock(held, fcntl.LOCK_EX)
+            waiting = threading.Event()
+
+            def interrupt_the_wait() -> None:
+                deadline = time.monotonic() + 60
+                while len(lock_files_open(database)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)  # until the writer has opened the lock file too: it waits for its turn
+                waiting.set()
+                time.sleep(0.2)
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+            interrupter = threading.Thread(target=interrupt_the_wait, daemon=True)
+            interrupter.start()
+            with pytest.raises(KeyboardInterrupt):
+                runner.store.requeue(batch_id, "failed")
+            interrupter.join(timeout=60)
+            assert waiting.is_set()
+            assert len(lock_files_open(database)) == 1  # this test's own
+        assert statuses(runner)[1] == ("failed", 1)
 
 
 def test_a_lock_file_that_cannot_be_opened_leaves_sqlite_s_locking_alone(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ on PostgreSQL. Other machines are runner processes given host identities of thei
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import pickle
@@ -27,6 +28,7 @@ from smallab_db.recorder import FLUSH_INTERVAL_SECONDS
 from smallab_db.records import Fate, Outcome, Owner, utc_now
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
+from smallab_db.write_turns import LOCK_SUFFIX
 
 
 def claim_as(runner: ExperimentRunner, batch: str, owner: Owner, count: int) -> list[int]:
@@ -140,9 +142,10 @@ RUN_SECONDS = 0.05
 
 
 def freeze_outside_a_write(pid: int, database: str) -> None:
-    """Stop ``pid`` (SIGSTOP) at a moment it is in no write transaction. Frozen inside one on SQLite, it would make
-    every other writer wait for SQLite's busy timeout, which no lease can shorten on one file; on PostgreSQL, it would
-    keep the rows it writes locked (reclaiming skips those: see the test above)."""
+    """Stop ``pid`` (SIGSTOP) at a moment it is in no write transaction and, on SQLite, does not hold the write turn.
+    Frozen inside one on SQLite, it would make every other writer wait until it goes on, which no lease can shorten
+    on one file; on PostgreSQL, it would keep the rows it writes locked (reclaiming skips those: see the test
+    above)."""
     for _ in range(1000):
         os.kill(pid, signal.SIGSTOP)
         if not in_a_transaction(pid, database):
@@ -153,9 +156,14 @@ def freeze_outside_a_write(pid: int, database: str) -> None:
 
 
 def in_a_transaction(pid: int, database: str) -> bool:
-    """Tell whether the runner process ``pid`` holds SQLite's write lock, or a PostgreSQL connection of it (named by
-    its pid in ``application_name``) is in a transaction."""
+    """Tell whether the runner process ``pid`` holds the write turn or SQLite's write lock, or a PostgreSQL connection
+    of it (named by its pid in ``application_name``) is in a transaction."""
     if is_sqlite(database):
+        try:
+            with open(database + LOCK_SUFFIX, "a") as turn:  # the write turn: taken and let go at once if free
+                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
         try:
             with sqlite3.connect(database, timeout=0, isolation_level=None) as probe:
                 probe.execute("BEGIN IMMEDIATE")
