@@ -73,9 +73,8 @@ class BatchRun:
             return self._run(specifications, rerun_all)
 
     def _run(self, specifications: list[Specification], rerun_all: bool) -> RunSummary:
-        batch_id = self.store.ensure_batch(self.name)
-        registration = Registration(self.store, batch_id, self.lease_seconds, self.keep_key_order)
-        completed = registration.register(specifications, rerun_all)
+        registration = Registration(self.store, self.name, self.lease_seconds, self.keep_key_order)
+        batch_id, completed = registration.register(specifications, rerun_all)
         tally = Tally(completed)
         pending = self.store.count(batch_id, PENDING) if self.show_progress else None  # the bar's total
         if pending == 0:

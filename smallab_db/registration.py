@@ -29,55 +29,70 @@ class Registration:
     """Registering specifications in one batch, for one call of :meth:`ExperimentRunner.run`."""
 
     store: RunStore
-    batch_id: int
+    name: str  # the batch's, created if need be
     lease_seconds: float  # how long a turn to register lasts without renewal, should its runner stop
     keep_key_order: bool  # store specifications with their keys in the order given, not sorted
 
-    def register(self, specifications: list[Specification], rerun_all: bool) -> list[int]:
+    def register(self, specifications: list[Specification], rerun_all: bool) -> tuple[int, list[int]]:
         """Insert the missing specifications (validated already) as pending, queue the failed ones again (the
-        completed ones too with ``rerun_all``), and return the ids of those completed that stay so.
+        completed ones too with ``rerun_all``); return the batch's id and the ids of the runs completed that stay so.
 
         If the batch's runs are exactly this list's, only their statuses are read. If another runner is registering
-        this list, it waits for it; if that runner stops, it takes its turn over.
+        this list, it waits for it; if that runner stops, it takes its turn over. The runner that creates the batch
+        takes the turn as it does.
         """
         digest = specification.list_digest(specifications, self.keep_key_order)
         owner = Owner(lease_seconds=self.lease_seconds)
+        liveness.hold(owner.token)  # a turn it takes is known to be live here, from the moment it is taken
+        try:
+            return self._register(specifications, rerun_all, digest, owner)
+        finally:
+            liveness.let_go(owner.token)
+
+    def _register(
+        self, specifications: list[Specification], rerun_all: bool, digest: str, owner: Owner
+    ) -> tuple[int, list[int]]:
+        """:meth:`register` the list ``digest``, taking any turn to register as ``owner``."""
+        batch_id = self.store.ensure_batch(self.name, registering=(digest, owner))
         while True:
-            state = self.store.registration(self.batch_id)
+            state = self.store.registration(batch_id)
             if state is None:  # the batch was deleted meanwhile: registering then fails, saying so
-                return self._register_each(specifications, rerun_all)[0]
+                return batch_id, self._register_each(batch_id, specifications, rerun_all)[0]
+            if state.registering is not None and state.registering.token == owner.token:  # taken as it was created
+                return batch_id, self._register_in_turn(batch_id, specifications, rerun_all, digest, owner)
             if state.listed_digest == digest and state.listed_count is not None:
-                completed = self.store.register_listed(self.batch_id, state.listed_count, rerun_all)
+                completed = self.store.register_listed(batch_id, state.listed_count, rerun_all)
                 if completed is not None:
-                    return completed
+                    return batch_id, completed
             if _turn_is_live(state):
                 if state.registering_digest == digest:
                     time.sleep(WAIT_SECONDS)
                     continue
-                return self._register_each(specifications, rerun_all)[0]  # another list: no need to wait for it
+                # another list: no need to wait for it
+                return batch_id, self._register_each(batch_id, specifications, rerun_all)[0]
             before = state.registering.token if state.registering is not None else None
-            if self.store.take_registration_turn(self.batch_id, digest, owner, after=before):
-                return self._register_in_turn(specifications, rerun_all, digest, owner)
+            if self.store.take_registration_turn(batch_id, digest, owner, after=before):
+                return batch_id, self._register_in_turn(batch_id, specifications, rerun_all, digest, owner)
 
     def _register_in_turn(
-        self, specifications: list[Specification], rerun_all: bool, digest: str, owner: Owner
+        self, batch_id: int, specifications: list[Specification], rerun_all: bool, digest: str, owner: Owner
     ) -> list[int]:
         """Register the list while holding the turn, then record it as the batch's runs if they are exactly its."""
         listed = None
-        liveness.hold(owner.token)
         try:
-            renew = functools.partial(self.store.renew_registration_turn, self.batch_id, owner)
-            completed, distinct = self._register_each(specifications, rerun_all, renew)
+            renew = functools.partial(self.store.renew_registration_turn, batch_id, owner)
+            completed, distinct = self._register_each(batch_id, specifications, rerun_all, renew)
             listed = (digest, distinct)
             return completed
         finally:
-            try:
-                self.store.end_registration_turn(self.batch_id, owner, listed)
-            finally:
-                liveness.let_go(owner.token)
+            self.store.end_registration_turn(batch_id, owner, listed)
 
     def _register_each(
-        self, specifications: list[Specification], rerun_all: bool, renew: Callable[[], None] = lambda: None
+        self,
+        batch_id: int,
+        specifications: list[Specification],
+        rerun_all: bool,
+        renew: Callable[[], None] = lambda: None,
     ) -> tuple[list[int], int]:
         """Hash and register every specification, in chunks, calling ``renew`` between them; return the ids of the
         completed runs and how many distinct specifications the list has.
@@ -87,15 +102,15 @@ class Registration:
         """
         completed: list[int] = []
         distinct: set[int] = set()  # the hashes' own hashes: a collision only undercounts, so nothing is listed
-        whole = self.store.count(self.batch_id) <= SCAN_FACTOR * len(specifications)
-        known = self.store.known_runs(self.batch_id, whole)
+        whole = self.store.count(batch_id) <= SCAN_FACTOR * len(specifications)
+        known = self.store.known_runs(batch_id, whole)
         hashed = specification.hashed(specifications, self.keep_key_order)
         chunks = iter(lambda: list(itertools.islice(hashed, REGISTER_CHUNK)), [])
         for number, chunk in enumerate(chunks):
             if number:
                 renew()
             distinct.update(hash(spec_hash) for spec_hash, _ in chunk)
-            completed += self.store.register(self.batch_id, chunk, rerun_all, known)
+            completed += self.store.register(batch_id, chunk, rerun_all, known)
         return completed, len(distinct)
 
 

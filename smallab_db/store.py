@@ -136,8 +136,10 @@ class RunStore(RunQueries):
 
     # -- batches -------------------------------------------------------------------------------------------------
 
-    def ensure_batch(self, name: str) -> int:
-        """Return the id of the batch called ``name``, creating it if needed.
+    def ensure_batch(self, name: str, registering: tuple[str, Owner] | None = None) -> int:
+        """Return the id of the batch called ``name``, creating it if needed. With ``registering`` = ``(digest,
+        owner)``, the runner that creates the batch takes the turn to register the list ``digest`` in the same write
+        (see :meth:`take_registration_turn`): runners started together on a new batch write once each, not twice.
 
         Raises:
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
@@ -145,11 +147,17 @@ class RunStore(RunQueries):
         new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
         named = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
         found = named.join_from(batches, registrations)  # a batch is created with its row of registrations
+        turn: dict[str, Any] = {}
+        lease: dict[str, Any] = {}
+        if registering is not None:
+            turn = self._registering_values(*registering)
+            lease = {"b_lease": self._lease_parameter(registering[1])}
 
         def transaction(connection: Connection) -> tuple[int, str]:
             connection.execute(self._insert_ignoring_duplicates(batches, new))
             batch_id, scheme = connection.execute(named).one()
-            connection.execute(self._insert_ignoring_duplicates(registrations, {"batch_id": batch_id}))
+            row = {"batch_id": batch_id, **turn}
+            connection.execute(self._insert_ignoring_duplicates(registrations, row), lease)
             return batch_id, scheme
 
         batch_id, scheme = self._first_row(found, f"finding batch {name!r}") or self._write(
@@ -284,20 +292,25 @@ class RunStore(RunQueries):
         statement = (
             update(registrations)
             .where(r.batch_id == batch_id, r.registering_token.is_not_distinct_from(after))
-            .values(
-                registering_digest=digest,
-                registering_token=owner.token,
-                registering_host=owner.host,
-                registering_node=owner.node,
-                registering_pid=owner.pid,
-                registering_until=self._lease_end_expression(),
-            )
+            .values(self._registering_values(digest, owner))
         )
         lease = {"b_lease": self._lease_parameter(owner)}
         taken = self._write(
             lambda connection: connection.execute(statement, lease).rowcount, "taking a registering turn"
         )
         return bool(taken == 1)
+
+    def _registering_values(self, digest: str, owner: Owner) -> dict[str, Any]:
+        """The values of a batch's row of registrations that say ``owner`` registers the list ``digest`` now, its
+        lease given as ``b_lease`` (see :meth:`_lease_parameter`)."""
+        return {
+            "registering_digest": digest,
+            "registering_token": owner.token,
+            "registering_host": owner.host,
+            "registering_node": owner.node,
+            "registering_pid": owner.pid,
+            "registering_until": self._lease_end_expression(),
+        }
 
     def renew_registration_turn(self, batch_id: int, owner: Owner) -> None:
         """Push back the end of ``owner``'s turn to register, if it still has it."""

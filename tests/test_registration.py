@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from runner_processes import rows, statuses
 from smallab_db import ExperimentRunner, specification
 from smallab_db.records import ImportedRun
 from smallab_db.schema import registrations, runs
+from smallab_db.store import RunStore
 
 COUNT = 200
 SPECIFICATIONS = [{"seed": seed} for seed in range(COUNT)]
@@ -129,6 +130,28 @@ def test_runs_added_by_another_list_or_an_import_make_the_first_list_be_hashed_a
         assert c_id is not None and runner.store.import_completed(c_id, [imported]) == 1
         assert runner.run("c", SPECIFICATIONS[:3], trivial, show_progress=False).skipped == 3
         assert hashings == [10, 10, 10, 3, 3]
+
+
+def test_the_runner_creating_a_batch_takes_the_turn_to_register_in_the_same_write(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runners started together on a new batch wait for each other's writes: the one that creates the batch takes the
+    turn to register as it does, with no write of its own between the two, and ends the turn once registered."""
+    writes: list[str] = []
+    original = RunStore._write
+
+    def counted(self: RunStore, transaction: Callable[[Any], Any], what: str) -> Any:
+        writes.append(what)
+        return original(self, transaction, what)
+
+    monkeypatch.setattr(RunStore, "_write", counted)
+    with ExperimentRunner(database_url) as runner:
+        writes.clear()
+        runner.run("b", SPECIFICATIONS, trivial, show_progress=False)
+        assert writes[: writes.index("registering specifications")] == ["creating batch 'b'"]
+        row = registration_row(runner)
+    assert row["registering_token"] is None and row["listed_count"] == COUNT
+    assert row["listed_digest"] == specification.list_digest(SPECIFICATIONS)
 
 
 def test_a_registration_that_fails_gives_its_turn_back(sqlite_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
