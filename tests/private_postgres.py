@@ -12,6 +12,7 @@ import pwd
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,12 @@ class PrivateServer:
     def start(self) -> None:
         self.pg_ctl("start")
 
-    def restart(self) -> None:
-        """Stop the server, dropping every connection (``-m fast``: their transactions roll back), and start it."""
-        self.pg_ctl("restart", "-m", "fast")
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server, dropping every connection (``-m fast``: their transactions roll back), leave it down for
+        ``down_seconds``, and start it."""
+        self.pg_ctl("stop", "-m", "fast")
+        time.sleep(down_seconds)
+        self.pg_ctl("start")
 
     def stop(self) -> None:
         self.pg_ctl("stop", "-m", "immediate")
