@@ -363,8 +363,8 @@ def test_objects_alive_when_a_batch_starts_are_left_out_of_collection_and_put_ba
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert watched() is None
-    runner = ExperimentRunner(sqlite_path)
-    runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
+    with ExperimentRunner(sqlite_path) as runner:
+        runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
     assert gc.get_freeze_count() == 0
 
 
@@ -376,8 +376,8 @@ def test_objects_a_program_froze_itself_stay_frozen(sqlite_path: str) -> None:
     gc.freeze()
     try:
         del first, second
-        runner = ExperimentRunner(sqlite_path)
-        runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
+        with ExperimentRunner(sqlite_path) as runner:
+            runner.run("b", [{"seed": seed} for seed in range(3)], square, show_progress=False)
         with heap.frozen():
             pass
         gc.collect()
