@@ -1,8 +1,10 @@
-"""Statements executed with many rows at once through the driver's ``executemany``, compiled once.
+"""Statements compiled once and handed to the driver as they are: with many rows at once (``executemany``), or once.
 
 SQLAlchemy runs each row of an ``executemany`` through its parameter machinery, which costs more than SQLite takes
-to write the row; a :class:`BulkStatement` converts the rows with the same type processors and hands them to the
-driver in one call: by position to SQLite, by name to psycopg.
+to write the row; a :class:`DriverStatement` converts the rows with the same type processors and hands them to the
+driver in one call: by position to SQLite, by name to psycopg. Compiling a statement also costs more than running
+it: the store compiles the statements of a runner's first write turns (creating a batch, claiming, storing) before
+any turn, so that those turns are not slower than the others, while the other runners wait for them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ Row = Mapping[str, Any]
 Converter = Callable[[Any], Any]
 
 
-class BulkStatement:
-    """An INSERT or UPDATE with named ``bindparam`` values, compiled once for a dialect; :meth:`execute` runs it once
-    per row in one driver call. Values bound in the statement itself (``.values(status="running")``) are fixed; every
-    row gives all the others (or they are ``shared``). JSON values are given serialised already, through
-    :attr:`json_text`."""
+class DriverStatement:
+    """A statement with named ``bindparam`` values, compiled once for a dialect; :meth:`execute` runs it once per row
+    in one driver call, :meth:`execute_once` once. Values bound in the statement itself (``.values(status="running")``)
+    are fixed; every row gives all the others (or they are ``shared``). JSON values are given serialised already,
+    through :attr:`json_text`."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
@@ -69,6 +71,10 @@ class BulkStatement:
             return rows
         order = self._positions
         return [tuple([row[name] for name in order]) for row in rows]
+
+    def execute_once(self, connection: Connection, row: dict[str, Any]) -> CursorResult[Any]:
+        """Run the statement once with ``row``'s values (converted here), in the connection's transaction."""
+        return connection.exec_driver_sql(self._sql, self.driver_rows([row])[0])
 
     def execute(self, connection: Connection, driver_rows: list[Any]) -> int:
         """Run the statement once per row, in the connection's transaction; return how many rows it changed."""

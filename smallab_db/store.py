@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from smallab_db import liveness
-from smallab_db.bulk import BulkStatement, fetched, json_loader
+from smallab_db.bulk import DriverStatement, fetched, json_loader
 from smallab_db.codec import JSONText
 from smallab_db.database import describe
 from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
@@ -58,7 +58,7 @@ class RunStore(RunQueries):
         super().__init__(engine)
         self._turns = WriteTurns(engine.url)
         self._load_json = json_loader(engine.dialect)
-        self._record = BulkStatement(
+        self._record = DriverStatement(
             update(runs)
             .where(
                 runs.c.id == bindparam("b_id"),
@@ -81,7 +81,7 @@ class RunStore(RunQueries):
             ),
             engine.dialect,
         )
-        self._record_completed = BulkStatement(  # the common outcome (see _is_plain_completion): fewer values
+        self._record_completed = DriverStatement(  # the common outcome (see _is_plain_completion): fewer values
             update(runs)
             .where(
                 runs.c.id == bindparam("b_id"), runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING
@@ -105,7 +105,9 @@ class RunStore(RunQueries):
             .limit(bindparam("b_limit"))
             .with_for_update(skip_locked=True)
         )
-        self._claim = (  # built once: building a statement costs more than running it
+        # The statements of a runner's first write turns are compiled here, once: compiling one takes longer than
+        # running it, and the other runners would wait meanwhile.
+        self._claim = DriverStatement(
             update(runs)
             .where(runs.c.id.in_(candidates.scalar_subquery()))
             .values(
@@ -120,9 +122,27 @@ class RunStore(RunQueries):
                 finished_at=None,
                 output=None,
             )
-            .returning(runs.c.id, runs.c.specification)
+            .returning(runs.c.id, runs.c.specification),
+            engine.dialect,
         )
-        self._insert_pending = BulkStatement(
+        self._pending_span = DriverStatement(_PENDING_SPAN, engine.dialect)
+        self._any_checkpoint = DriverStatement(ANY_CHECKPOINT, engine.dialect)
+        self._insert_batch = DriverStatement(
+            self._insert_ignoring_duplicates(batches).values(
+                name=bindparam("b_name"), created_at=bindparam("b_created"), hash_scheme=bindparam("b_scheme")
+            ),
+            engine.dialect,
+        )
+        self._batch_named = DriverStatement(
+            select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == bindparam("b_name")), engine.dialect
+        )
+        self._insert_registrations = DriverStatement(  # a turn to register given, or None for each of its values
+            self._insert_ignoring_duplicates(registrations).values(
+                batch_id=bindparam("b_batch"), **self._registering_columns()
+            ),
+            engine.dialect,
+        )
+        self._insert_pending = DriverStatement(
             self._insert_ignoring_duplicates(runs).values(
                 batch_id=bindparam("b_batch"),
                 spec_hash=bindparam("b_hash"),
@@ -144,20 +164,15 @@ class RunStore(RunQueries):
         Raises:
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
         """
-        new = {"name": name, "created_at": utc_now(), "hash_scheme": HASH_SCHEME}
         named = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
         found = named.join_from(batches, registrations)  # a batch is created with its row of registrations
-        turn: dict[str, Any] = {}
-        lease: dict[str, Any] = {}
-        if registering is not None:
-            turn = self._registering_values(*registering)
-            lease = {"b_lease": self._lease_parameter(registering[1])}
+        new = {"b_name": name, "b_created": utc_now(), "b_scheme": HASH_SCHEME}
+        row = self._registering_row(registering)
 
         def transaction(connection: Connection) -> tuple[int, str]:
-            connection.execute(self._insert_ignoring_duplicates(batches, new))
-            batch_id, scheme = connection.execute(named).one()
-            row = {"batch_id": batch_id, **turn}
-            connection.execute(self._insert_ignoring_duplicates(registrations, row), lease)
+            self._insert_batch.execute_once(connection, dict(new))
+            batch_id, scheme = fetched(self._batch_named.execute_once(connection, {"b_name": name}))[0]
+            self._insert_registrations.execute_once(connection, {**row, "b_batch": batch_id})
             return batch_id, scheme
 
         batch_id, scheme = self._first_row(found, f"finding batch {name!r}") or self._write(
@@ -292,23 +307,36 @@ class RunStore(RunQueries):
         statement = (
             update(registrations)
             .where(r.batch_id == batch_id, r.registering_token.is_not_distinct_from(after))
-            .values(self._registering_values(digest, owner))
+            .values(self._registering_columns())
         )
-        lease = {"b_lease": self._lease_parameter(owner)}
-        taken = self._write(
-            lambda connection: connection.execute(statement, lease).rowcount, "taking a registering turn"
-        )
+        row = self._registering_row((digest, owner))
+        taken = self._write(lambda connection: connection.execute(statement, row).rowcount, "taking a registering turn")
         return bool(taken == 1)
 
-    def _registering_values(self, digest: str, owner: Owner) -> dict[str, Any]:
-        """The values of a batch's row of registrations that say ``owner`` registers the list ``digest`` now, its
-        lease given as ``b_lease`` (see :meth:`_lease_parameter`)."""
+    def _registering_row(self, registering: tuple[str, Owner] | None) -> dict[str, Any]:
+        """The values of :meth:`_registering_columns` that say the runner ``owner`` of ``registering = (digest,
+        owner)`` registers the list ``digest`` now; all None for ``registering`` None."""
+        if registering is None:
+            return dict.fromkeys(("b_digest", "b_token", "b_host", "b_node", "b_pid", "b_lease"))
+        digest, owner = registering
         return {
-            "registering_digest": digest,
-            "registering_token": owner.token,
-            "registering_host": owner.host,
-            "registering_node": owner.node,
-            "registering_pid": owner.pid,
+            "b_digest": digest,
+            "b_token": owner.token,
+            "b_host": owner.host,
+            "b_node": owner.node,
+            "b_pid": owner.pid,
+            "b_lease": self._lease_parameter(owner),
+        }
+
+    def _registering_columns(self) -> dict[str, Any]:
+        """A batch's row of registrations's columns that say which runner registers which list now, as bind
+        parameters (see :meth:`_registering_row`)."""
+        return {
+            "registering_digest": bindparam("b_digest"),
+            "registering_token": bindparam("b_token"),
+            "registering_host": bindparam("b_host"),
+            "registering_node": bindparam("b_node"),
+            "registering_pid": bindparam("b_pid"),
             "registering_until": self._lease_end_expression(),
         }
 
@@ -507,11 +535,11 @@ class RunStore(RunQueries):
 
         def transaction(connection: Connection) -> list[tuple[Any, ...]]:
             if shared is not None:
-                span = connection.execute(_PENDING_SPAN, {"b_batch": batch_id}).scalar_one()
+                span = self._pending_span.execute_once(connection, {"b_batch": batch_id}).scalar_one()
                 if not span:
                     return []
                 parameters["b_limit"] = shared(span)
-            return sorted(fetched(connection.execute(self._claim, parameters)))
+            return sorted(fetched(self._claim.execute_once(connection, dict(parameters))))
 
         claimed = None
         with self.write_turn():
@@ -691,7 +719,7 @@ class RunStore(RunQueries):
                     else:
                         not_stored[run_id] = Fate.CLAIM_LOST
             finished = completed - not_stored.keys()
-            if finished and connection.execute(ANY_CHECKPOINT).first():  # a completed run needs them no more
+            if finished and self._any_checkpoint.execute_once(connection, {}).first():  # then completed runs need none
                 connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 
