@@ -72,9 +72,10 @@ class DriverStatement:
         order = self._positions
         return [tuple([row[name] for name in order]) for row in rows]
 
-    def execute_once(self, connection: Connection, row: dict[str, Any]) -> CursorResult[Any]:
-        """Run the statement once with ``row``'s values (converted here), in the connection's transaction."""
-        return connection.exec_driver_sql(self._sql, self.driver_rows([row])[0])
+    def execute_once(self, connection: Connection, row: Row) -> CursorResult[Any]:
+        """Run the statement once with ``row``'s values (converted here, in a copy: a transaction tried again reuses
+        them), in the connection's transaction."""
+        return connection.exec_driver_sql(self._sql, self.driver_rows([dict(row)])[0])
 
     def execute(self, connection: Connection, driver_rows: list[Any]) -> int:
         """Run the statement once per row, in the connection's transaction; return how many rows it changed."""

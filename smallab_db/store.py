@@ -170,7 +170,7 @@ class RunStore(RunQueries):
         row = self._registering_row(registering)
 
         def transaction(connection: Connection) -> tuple[int, str]:
-            self._insert_batch.execute_once(connection, dict(new))
+            self._insert_batch.execute_once(connection, new)
             batch_id, scheme = fetched(self._batch_named.execute_once(connection, {"b_name": name}))[0]
             self._insert_registrations.execute_once(connection, {**row, "b_batch": batch_id})
             return batch_id, scheme
@@ -539,7 +539,7 @@ class RunStore(RunQueries):
                 if not span:
                     return []
                 parameters["b_limit"] = shared(span)
-            return sorted(fetched(self._claim.execute_once(connection, dict(parameters))))
+            return sorted(fetched(self._claim.execute_once(connection, parameters)))
 
         claimed = None
         with self.write_turn():
