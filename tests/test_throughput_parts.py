@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from joblib.externals.loky import get_reusable_executor
 from sqlalchemy.dialects import sqlite
 
 from smallab_db import ExperimentRunner, heap, registration, worker_writes
@@ -164,7 +165,8 @@ def test_ctrl_c_stops_a_writer_waiting_for_its_turn_and_leaves_the_lock_file_clo
                 deadline = time.monotonic() + 60
                 while len(lock_files_open(database)) < 2 and time.monotonic() < deadline:
                     time.sleep(0.01)  # until the writer has opened the lock file too: it waits for its turn
-                waiting.set()
+                if len(lock_files_open(database)) == 2:
+                    waiting.set()
                 time.sleep(0.2)
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
@@ -304,15 +306,18 @@ def fails_to_store_in_the_worker(specification: dict[str, int]) -> dict[str, int
 
 
 def test_outcomes_a_worker_cannot_store_are_stored_by_the_calling_process(tmp_path: Path) -> None:
-    with ExperimentRunner(tmp_path / "fallback.db") as runner:
-        summary = runner.run(
-            "b",
-            [{"seed": seed} for seed in range(12)],
-            fails_to_store_in_the_worker,
-            show_progress=False,
-            num_parallel=2,
-        )
-        stored = statuses(runner)
+    try:
+        with ExperimentRunner(tmp_path / "fallback.db") as runner:
+            summary = runner.run(
+                "b",
+                [{"seed": seed} for seed in range(12)],
+                fails_to_store_in_the_worker,
+                show_progress=False,
+                num_parallel=2,
+            )
+            stored = statuses(runner)
+    finally:  # the broken workers go: joblib would hand them to the next test, whose checkpoints they could not save
+        get_reusable_executor().shutdown(wait=True)
     assert len(summary.completed) == 6 and len(summary.failed) == 6
     assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(12)}
 
