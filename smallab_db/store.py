@@ -142,6 +142,56 @@ class RunStore(RunQueries):
             ),
             engine.dialect,
         )
+        # The reads every runner makes once or a few times, most of them while the other runners start or end too.
+        server_clock = engine.dialect.name == "postgresql"
+        self._outlook = DriverStatement(_outlook(server_clock), engine.dialect)
+        self._registration_state = DriverStatement(_registration_state(server_clock), engine.dialect)
+        self._batch_found = DriverStatement(
+            select(batches.c.id, batches.c.hash_scheme)
+            .join_from(batches, registrations)  # a batch is created with its row of registrations
+            .where(batches.c.name == bindparam("b_name")),
+            engine.dialect,
+        )
+        in_batch = runs.c.batch_id == bindparam("b_batch", type_=runs.c.batch_id.type)
+        self._batch_size = DriverStatement(select(func.count()).where(in_batch), engine.dialect)
+        self._completed_ids = DriverStatement(select(runs.c.id).where(in_batch, _status_is(COMPLETED)), engine.dialect)
+        self._any_requeued = {  # by rerun_all
+            rerun_all: DriverStatement(
+                select(runs.c.id).where(in_batch, _status_is(*statuses)).limit(1), engine.dialect
+            )
+            for rerun_all, statuses in ((False, (FAILED,)), (True, (FAILED, COMPLETED)))
+        }
+        self._any_held = DriverStatement(
+            select(runs.c.id).where(runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING).limit(1),
+            engine.dialect,
+        )
+        running = (runs.c.batch_id == bindparam("b_batch", type_=runs.c.batch_id.type)) & (runs.c.status == _RUNNING)
+        self._claimers_here = DriverStatement(
+            select(runs.c.pid, runs.c.claim_token)
+            .distinct()
+            .where(running, runs.c.host == bindparam("b_host"), runs.c.claim_node == bindparam("b_node")),
+            engine.dialect,
+        )
+        self._any_lease_ended = DriverStatement(
+            select(runs.c.id).where(running, runs.c.lease_expires_at < self._now_parameter()).limit(1), engine.dialect
+        )
+        # The registering runner ends its turn while the others wait for it.
+        r = registrations.c
+        of_batch = r.batch_id == bindparam("b_batch", type_=r.batch_id.type)
+        self._lock_registrations = DriverStatement(
+            select(r.registering_token).where(of_batch).with_for_update(), engine.dialect
+        )
+        ended = {f"registering_{column}": None for column in ("digest", "token", "host", "node", "pid", "until")}
+        self._end_registration = DriverStatement(
+            update(registrations).where(of_batch, r.registering_token == bindparam("b_token")).values(ended),
+            engine.dialect,
+        )
+        self._record_listed = DriverStatement(
+            update(registrations)
+            .where(of_batch)
+            .values(listed_digest=bindparam("b_digest"), listed_count=bindparam("b_count")),
+            engine.dialect,
+        )
         self._insert_pending = DriverStatement(
             self._insert_ignoring_duplicates(runs).values(
                 batch_id=bindparam("b_batch"),
@@ -164,8 +214,6 @@ class RunStore(RunQueries):
         Raises:
             SchemaError: the batch's runs were hashed with another scheme than this smallab-db's.
         """
-        named = select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == name)
-        found = named.join_from(batches, registrations)  # a batch is created with its row of registrations
         new = {"b_name": name, "b_created": utc_now(), "b_scheme": HASH_SCHEME}
         row = self._registering_row(registering)
 
@@ -175,15 +223,14 @@ class RunStore(RunQueries):
             self._insert_registrations.execute_once(connection, {**row, "b_batch": batch_id})
             return batch_id, scheme
 
-        batch_id, scheme = self._first_row(found, f"finding batch {name!r}") or self._write(
-            transaction, f"creating batch {name!r}"
-        )
+        found = self._fetched(self._batch_found, {"b_name": name}, f"finding batch {name!r}")
+        batch_id, scheme = found[0] if found else self._write(transaction, f"creating batch {name!r}")
         if scheme != HASH_SCHEME:
             raise SchemaError(
                 f"batch {name!r} hashes specifications with {scheme!r} but this smallab-db uses {HASH_SCHEME!r}: "
                 "use the smallab-db version that created it, or a new batch name"
             )
-        return batch_id
+        return int(batch_id)
 
     # -- registering specifications ------------------------------------------------------------------------------
 
@@ -291,12 +338,12 @@ class RunStore(RunQueries):
 
     def registration(self, batch_id: int) -> RegistrationState | None:
         """Return the batch's row of registrations as it is now; None if the batch was deleted meanwhile."""
-        query = _registration_state(server_clock=self.engine.dialect.name == "postgresql")
+        parameters = {"b_batch": batch_id, **self._clock_row()}
         with self._reading() as connection:
-            row = connection.execute(query, {"b_batch": batch_id, "b_now": utc_now()}).one_or_none()
-        if row is None:
+            rows = fetched(self._registration_state.execute_once(connection, parameters))
+        if not rows:
             return None
-        listed_digest, listed_count, digest, token, host, node, pid, in_time = row
+        listed_digest, listed_count, digest, token, host, node, pid, in_time = rows[0]
         registering = None if token is None else Holder(host=host, node=node, pid=pid, token=token)
         return RegistrationState(listed_digest, listed_count, digest, registering, bool(in_time))
 
@@ -358,20 +405,16 @@ class RunStore(RunQueries):
         own transaction; the batch's row is locked before its runs are counted, so that a change committed after the
         count clears the record again.
         """
-        r = registrations.c
-        row = select(r.registering_token).where(r.batch_id == batch_id).with_for_update()
-        mine = r.batch_id == batch_id, r.registering_token == owner.token
-        ended = {f"registering_{column}": None for column in ("digest", "token", "host", "node", "pid", "until")}
+        batch = {"b_batch": batch_id}
 
         def transaction(connection: Connection) -> None:
-            connection.execute(row)
-            connection.execute(update(registrations).where(*mine).values(ended))
+            self._lock_registrations.execute_once(connection, batch)
+            self._end_registration.execute_once(connection, {**batch, "b_token": owner.token})
             if listed is None:
                 return
             digest, count = listed
-            if connection.execute(select(func.count()).where(runs.c.batch_id == batch_id)).scalar_one() == count:
-                values = {"listed_digest": digest, "listed_count": count}
-                connection.execute(update(registrations).where(r.batch_id == batch_id).values(values))
+            if self._batch_size.execute_once(connection, batch).scalar_one() == count:
+                self._record_listed.execute_once(connection, {**batch, "b_digest": digest, "b_count": count})
 
         self._write(transaction, "ending a turn to register")
 
@@ -385,13 +428,12 @@ class RunStore(RunQueries):
         """
         requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
         in_batch = runs.c.batch_id == batch_id
+        batch = {"b_batch": batch_id}
         with self._reading() as connection:
-            if connection.execute(select(func.count()).where(in_batch)).scalar_one() != listed_count:
+            if self._batch_size.execute_once(connection, batch).scalar_one() != listed_count:
                 return None
-            completed = select(runs.c.id).where(in_batch, runs.c.status == COMPLETED)
-            completed_ids = [] if rerun_all else list(connection.execute(completed).scalars())
-            to_requeue = connection.execute(select(runs.c.id).where(in_batch, runs.c.status.in_(requeued)).limit(1))
-            requeue = to_requeue.first() is not None
+            completed_ids = [] if rerun_all else list(self._completed_ids.execute_once(connection, batch).scalars())
+            requeue = self._any_requeued[rerun_all].execute_once(connection, batch).first() is not None
         if requeue:
             statement = update(runs).where(in_batch, runs.c.status.in_(requeued)).values(status=PENDING)
             self._write(lambda connection: connection.execute(statement), "queuing runs again")
@@ -497,11 +539,10 @@ class RunStore(RunQueries):
         """What ``owner``'s next claim will find in the batch, read without a write turn: how many runners hold live
         claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see :func:`_pending_span`),
         0 when none is pending."""
-        statement = _outlook(server_clock=self.engine.dialect.name == "postgresql")
-        parameters = {"b_batch": batch_id, "b_token": owner.token, "b_now": utc_now()}
+        parameters = {"b_batch": batch_id, "b_token": owner.token, **self._clock_row()}
 
         def outlook(connection: Connection) -> ClaimOutlook:
-            others, pending = connection.execute(statement, parameters).one()
+            others, pending = fetched(self._outlook.execute_once(connection, parameters))[0]
             return ClaimOutlook(pending=int(pending), runners=1 + int(others))
 
         return self._read(outlook, "looking for pending runs")
@@ -567,27 +608,20 @@ class RunStore(RunQueries):
         An owner is gone when its lease has expired, or when it ran on this node and its process no longer exists
         (or is this process, under a token no live runner here holds).
         """
-        running_here = (
-            select(runs.c.pid, runs.c.claim_token)
-            .distinct()
-            .where(
-                runs.c.batch_id == batch_id,
-                runs.c.status == RUNNING,
-                runs.c.host == owner.host,
-                runs.c.claim_node == owner.node,
-            )
-        )
+        here = {"b_batch": batch_id, "b_host": owner.host, "b_node": owner.node}
+
+        def dead_tokens(connection: Connection) -> list[str]:
+            running = fetched(self._claimers_here.execute_once(connection, here))
+            return [token for pid, token in running if liveness.known_gone(owner.host, owner.node, pid, token)]
 
         def abandoned(connection: Connection) -> Any:
-            running = connection.execute(running_here)
-            dead_tokens = [token for pid, token in running if liveness.known_gone(owner.host, owner.node, pid, token)]
-            return or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens))
+            return or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens(connection)))
 
         def any_abandoned(connection: Connection) -> bool:
-            query = select(runs.c.id).where(
-                runs.c.batch_id == batch_id, runs.c.status == RUNNING, abandoned(connection)
-            )
-            return connection.execute(query.limit(1)).first() is not None
+            if dead_tokens(connection):
+                return True
+            lease_ended = {"b_batch": batch_id, **self._clock_row()}
+            return self._any_lease_ended.execute_once(connection, lease_ended).first() is not None
 
         def transaction(connection: Connection) -> int:
             gone = abandoned(connection)
@@ -626,13 +660,24 @@ class RunStore(RunQueries):
                 ).rowcount
             return count + connection.execute(update(runs).where(held).values(**released)).rowcount
 
-        if not unstarted and self._first_row(select(runs.c.id).where(held).limit(1), "looking for claims") is None:
+        if not unstarted and not self._fetched(self._any_held, {"b_token": owner.token}, "looking for claims"):
             return 0  # holding nothing, no write turn
         return self._write(transaction, "releasing claims")
 
     def _now(self) -> Any:
         """The time leases are compared with: the server's clock on PostgreSQL, shared by every host."""
         return func.now() if self.engine.dialect.name == "postgresql" else utc_now()
+
+    def _now_parameter(self) -> Any:
+        """:meth:`_now` in a statement compiled once: on SQLite, the bound parameter ``b_now`` (see
+        :meth:`_clock_row`)."""
+        if self.engine.dialect.name == "postgresql":
+            return func.now()
+        return bindparam("b_now", type_=runs.c.lease_expires_at.type)
+
+    def _clock_row(self) -> dict[str, Any]:
+        """The value of ``b_now`` in :meth:`_now_parameter`, where it is bound."""
+        return {} if self.engine.dialect.name == "postgresql" else {"b_now": utc_now()}
 
     def _lease_end_expression(self) -> Any:
         """When a lease taken now ends, given :meth:`_lease_parameter` as ``b_lease``."""
@@ -811,9 +856,9 @@ class RunStore(RunQueries):
 
         return retry_transient(once, f"{what} in {describe(self.engine.url)}")
 
-    def _first_row(self, query: Any, what: str) -> Any:
-        """The first row of ``query``, or None, read as :meth:`_read` reads."""
-        return self._read(lambda connection: connection.execute(query).first(), what)
+    def _fetched(self, statement: DriverStatement, row: dict[str, Any], what: str) -> list[tuple[Any, ...]]:
+        """The rows of ``statement`` run once with ``row``'s values, read as :meth:`_read` reads."""
+        return self._read(lambda connection: fetched(statement.execute_once(connection, row)), what)
 
     def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
         dialect = self.engine.dialect.name
@@ -912,6 +957,11 @@ def _other_claimers(server_clock: bool) -> Any:
     )
     batch_id, token = bindparam("b_batch", type_=runs.c.batch_id.type), bindparam("b_token", type_=String())
     return select(func.count()).select_from(tokens).where(tokens.c.token != token, batch_held_in_time == batch_id)
+
+
+def _status_is(*statuses: str) -> Any:
+    """The condition that a run's status is one of ``statuses``, written into the statement: it binds nothing."""
+    return runs.c.status.in_([literal_column(f"'{status}'") for status in statuses])
 
 
 def _is_plain_completion(outcome: Outcome) -> bool:
