@@ -3,10 +3,7 @@
 SQLAlchemy runs each row of an ``executemany`` through its parameter machinery, which costs more than SQLite takes
 to write the row; a :class:`DriverStatement` converts the rows with the same type processors and hands them to the
 driver in one call: by position to SQLite, by name to psycopg. Compiling a statement also costs more than running
-it: the store compiles, when it is made, the statements of a runner's first write turns (creating a batch, claiming,
-storing), so that those turns are not slower than the others while the other runners wait for them, and the reads
-every runner makes as it starts, claims and ends (run once each, they cost a tenth to a third of what compiling
-them and SQLAlchemy's execution took), which runners started together made all at once on shared cores.
+it: :mod:`smallab_db.store_statements` compiles the store's statements once, when the store is made.
 """
 
 from __future__ import annotations

@@ -3,47 +3,40 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    DateTime,
-    Interval,
     String,
     any_,
     bindparam,
     delete,
     func,
     insert,
-    literal_column,
-    null,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from smallab_db import liveness
 from smallab_db.bulk import DriverStatement, fetched, json_loader
 from smallab_db.codec import JSONText
 from smallab_db.database import describe
-from smallab_db.errors import DatabaseError, SchemaError, TransientDatabaseError
+from smallab_db.errors import SchemaError, TransientDatabaseError
 from smallab_db.experiment import Specification
 from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
 from smallab_db.records import ClaimOutlook, Fate, Holder, ImportedRun, Outcome, Owner, RegistrationState, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, registrations, runs
 from smallab_db.specification import HASH_SCHEME
+from smallab_db.store_statements import LeaseClock, StoreStatements, insert_ignoring_duplicates, registering_columns
 from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
-_RUNNING: Any = literal_column(f"'{RUNNING}'")  # written into a bulk statement: no value to bind per row
-ANY_CHECKPOINT = select(checkpoints.c.id).limit(1)  # most batches keep none: then none need deleting
 
 
 class RunStore(RunQueries):
@@ -58,151 +51,8 @@ class RunStore(RunQueries):
         super().__init__(engine)
         self._turns = WriteTurns(engine.url)
         self._load_json = json_loader(engine.dialect)
-        self._record = DriverStatement(
-            update(runs)
-            .where(
-                runs.c.id == bindparam("b_id"),
-                runs.c.claim_token == bindparam("b_token"),
-                runs.c.status == _RUNNING,
-            )
-            .values(
-                status=bindparam("b_status"),
-                attempts=runs.c.attempts + bindparam("b_extra_executions"),
-                started_at=bindparam("b_started"),
-                finished_at=bindparam("b_finished"),
-                lease_expires_at=null(),
-                result=bindparam("b_result"),
-                result_json=bindparam("b_result_json"),
-                error_type=bindparam("b_error_type"),
-                error_message=bindparam("b_error_message"),
-                traceback=bindparam("b_traceback"),
-                # None keeps what the run wrote while it ran: the output of a worker that died
-                output=func.coalesce(bindparam("b_output", type_=runs.c.output.type), runs.c.output),
-            ),
-            engine.dialect,
-        )
-        self._record_completed = DriverStatement(  # the common outcome (see _is_plain_completion): fewer values
-            update(runs)
-            .where(
-                runs.c.id == bindparam("b_id"), runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING
-            )
-            .values(
-                status=literal_column(f"'{COMPLETED}'"),
-                started_at=bindparam("b_started"),
-                finished_at=bindparam("b_finished"),
-                lease_expires_at=null(),
-                result=bindparam("b_result"),
-                result_json=bindparam("b_result_json"),
-                error_type=null(),
-                error_message=null(),
-                traceback=null(),
-            ),
-            engine.dialect,
-        )
-        candidates = (
-            _pending(bindparam("b_batch"))
-            .order_by(runs.c.id)
-            .limit(bindparam("b_limit"))
-            .with_for_update(skip_locked=True)
-        )
-        # The statements of a runner's first write turns are compiled here, once: compiling one takes longer than
-        # running it, and the other runners would wait meanwhile.
-        self._claim = DriverStatement(
-            update(runs)
-            .where(runs.c.id.in_(candidates.scalar_subquery()))
-            .values(
-                status=RUNNING,
-                attempts=runs.c.attempts + 1,
-                host=bindparam("b_host"),
-                pid=bindparam("b_pid"),
-                claim_token=bindparam("b_token"),
-                claim_node=bindparam("b_node"),
-                lease_expires_at=self._lease_end_expression(),
-                started_at=bindparam("b_started"),
-                finished_at=None,
-                output=None,
-            )
-            .returning(runs.c.id, runs.c.specification),
-            engine.dialect,
-        )
-        self._pending_span = DriverStatement(_PENDING_SPAN, engine.dialect)
-        self._any_checkpoint = DriverStatement(ANY_CHECKPOINT, engine.dialect)
-        self._insert_batch = DriverStatement(
-            self._insert_ignoring_duplicates(batches).values(
-                name=bindparam("b_name"), created_at=bindparam("b_created"), hash_scheme=bindparam("b_scheme")
-            ),
-            engine.dialect,
-        )
-        self._batch_named = DriverStatement(
-            select(batches.c.id, batches.c.hash_scheme).where(batches.c.name == bindparam("b_name")), engine.dialect
-        )
-        self._insert_registrations = DriverStatement(  # a turn to register given, or None for each of its values
-            self._insert_ignoring_duplicates(registrations).values(
-                batch_id=bindparam("b_batch"), **self._registering_columns()
-            ),
-            engine.dialect,
-        )
-        # The reads every runner makes once or a few times, most of them while the other runners start or end too.
-        server_clock = engine.dialect.name == "postgresql"
-        self._outlook = DriverStatement(_outlook(server_clock), engine.dialect)
-        self._registration_state = DriverStatement(_registration_state(server_clock), engine.dialect)
-        self._batch_found = DriverStatement(
-            select(batches.c.id, batches.c.hash_scheme)
-            .join_from(batches, registrations)  # a batch is created with its row of registrations
-            .where(batches.c.name == bindparam("b_name")),
-            engine.dialect,
-        )
-        in_batch = runs.c.batch_id == bindparam("b_batch", type_=runs.c.batch_id.type)
-        self._batch_size = DriverStatement(select(func.count()).where(in_batch), engine.dialect)
-        self._completed_ids = DriverStatement(select(runs.c.id).where(in_batch, _status_is(COMPLETED)), engine.dialect)
-        self._any_requeued = {  # by rerun_all
-            rerun_all: DriverStatement(
-                select(runs.c.id).where(in_batch, _status_is(*statuses)).limit(1), engine.dialect
-            )
-            for rerun_all, statuses in ((False, (FAILED,)), (True, (FAILED, COMPLETED)))
-        }
-        self._any_held = DriverStatement(
-            select(runs.c.id).where(runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING).limit(1),
-            engine.dialect,
-        )
-        running = (runs.c.batch_id == bindparam("b_batch", type_=runs.c.batch_id.type)) & (runs.c.status == _RUNNING)
-        self._claimers_here = DriverStatement(
-            select(runs.c.pid, runs.c.claim_token)
-            .distinct()
-            .where(running, runs.c.host == bindparam("b_host"), runs.c.claim_node == bindparam("b_node")),
-            engine.dialect,
-        )
-        self._any_lease_ended = DriverStatement(
-            select(runs.c.id).where(running, runs.c.lease_expires_at < self._now_parameter()).limit(1), engine.dialect
-        )
-        # The registering runner ends its turn while the others wait for it.
-        r = registrations.c
-        of_batch = r.batch_id == bindparam("b_batch", type_=r.batch_id.type)
-        self._lock_registrations = DriverStatement(
-            select(r.registering_token).where(of_batch).with_for_update(), engine.dialect
-        )
-        ended = {f"registering_{column}": None for column in ("digest", "token", "host", "node", "pid", "until")}
-        self._end_registration = DriverStatement(
-            update(registrations).where(of_batch, r.registering_token == bindparam("b_token")).values(ended),
-            engine.dialect,
-        )
-        self._record_listed = DriverStatement(
-            update(registrations)
-            .where(of_batch)
-            .values(listed_digest=bindparam("b_digest"), listed_count=bindparam("b_count")),
-            engine.dialect,
-        )
-        self._insert_pending = DriverStatement(
-            self._insert_ignoring_duplicates(runs).values(
-                batch_id=bindparam("b_batch"),
-                spec_hash=bindparam("b_hash"),
-                specification=bindparam("b_specification"),
-                status=PENDING,
-                attempts=0,
-                created_at=bindparam("b_created"),
-            ),
-            engine.dialect,
-        )
+        self._clock = LeaseClock(server=engine.dialect.name == "postgresql")
+        self._statements = StoreStatements(engine.dialect, self._clock)
 
     # -- batches -------------------------------------------------------------------------------------------------
 
@@ -218,12 +68,12 @@ class RunStore(RunQueries):
         row = self._registering_row(registering)
 
         def transaction(connection: Connection) -> tuple[int, str]:
-            self._insert_batch.execute_once(connection, new)
-            batch_id, scheme = fetched(self._batch_named.execute_once(connection, {"b_name": name}))[0]
-            self._insert_registrations.execute_once(connection, {**row, "b_batch": batch_id})
+            self._statements.insert_batch.execute_once(connection, new)
+            batch_id, scheme = fetched(self._statements.batch_named.execute_once(connection, {"b_name": name}))[0]
+            self._statements.insert_registrations.execute_once(connection, {**row, "b_batch": batch_id})
             return batch_id, scheme
 
-        found = self._fetched(self._batch_found, {"b_name": name}, f"finding batch {name!r}")
+        found = self._fetched(self._statements.batch_found, {"b_name": name}, f"finding batch {name!r}")
         batch_id, scheme = found[0] if found else self._write(transaction, f"creating batch {name!r}")
         if scheme != HASH_SCHEME:
             raise SchemaError(
@@ -293,9 +143,10 @@ class RunStore(RunQueries):
         read outside the write lock; unless it is the ``last_try``: it then looks the missing hashes up under the
         write lock."""
 
-        json_text = self._insert_pending.json_text
+        json_text = self._statements.insert_pending.json_text
         hashes = list(missing)
-        rows = self._insert_pending.driver_rows(  # made before the transaction, so that the write lock is held briefly
+        # made before the transaction, so that the write lock is held briefly
+        rows = self._statements.insert_pending.driver_rows(
             [{"b_hash": spec_hash, "b_specification": json_text(text)} for spec_hash, text in missing.items()],
             shared={"b_batch": batch_id, "b_created": utc_now()},
         )
@@ -307,7 +158,7 @@ class RunStore(RunQueries):
                     return None
                 present = self._registered(connection, batch_id, list(missing))
                 inserting = [row for spec_hash, row in zip(hashes, rows, strict=True) if spec_hash not in present]
-            self._insert_pending.execute(connection, inserting)
+            self._statements.insert_pending.execute(connection, inserting)
             if inserting:
                 _unlist(connection, batch_id)
             if requeue_ids:  # the status condition: another runner may have claimed one since the read
@@ -338,9 +189,9 @@ class RunStore(RunQueries):
 
     def registration(self, batch_id: int) -> RegistrationState | None:
         """Return the batch's row of registrations as it is now; None if the batch was deleted meanwhile."""
-        parameters = {"b_batch": batch_id, **self._clock_row()}
+        parameters = {"b_batch": batch_id, **self._clock.now_row()}
         with self._reading() as connection:
-            rows = fetched(self._registration_state.execute_once(connection, parameters))
+            rows = fetched(self._statements.registration_state.execute_once(connection, parameters))
         if not rows:
             return None
         listed_digest, listed_count, digest, token, host, node, pid, in_time = rows[0]
@@ -354,7 +205,7 @@ class RunStore(RunQueries):
         statement = (
             update(registrations)
             .where(r.batch_id == batch_id, r.registering_token.is_not_distinct_from(after))
-            .values(self._registering_columns())
+            .values(registering_columns(self._clock))
         )
         row = self._registering_row((digest, owner))
         taken = self._write(lambda connection: connection.execute(statement, row).rowcount, "taking a registering turn")
@@ -372,19 +223,7 @@ class RunStore(RunQueries):
             "b_host": owner.host,
             "b_node": owner.node,
             "b_pid": owner.pid,
-            "b_lease": self._lease_parameter(owner),
-        }
-
-    def _registering_columns(self) -> dict[str, Any]:
-        """A batch's row of registrations's columns that say which runner registers which list now, as bind
-        parameters (see :meth:`_registering_row`)."""
-        return {
-            "registering_digest": bindparam("b_digest"),
-            "registering_token": bindparam("b_token"),
-            "registering_host": bindparam("b_host"),
-            "registering_node": bindparam("b_node"),
-            "registering_pid": bindparam("b_pid"),
-            "registering_until": self._lease_end_expression(),
+            "b_lease": self._clock.lease_parameter(owner),
         }
 
     def renew_registration_turn(self, batch_id: int, owner: Owner) -> None:
@@ -392,9 +231,9 @@ class RunStore(RunQueries):
         statement = (
             update(registrations)
             .where(registrations.c.batch_id == batch_id, registrations.c.registering_token == owner.token)
-            .values(registering_until=self._lease_end_expression())
+            .values(registering_until=self._clock.lease_end())
         )
-        lease = {"b_lease": self._lease_parameter(owner)}
+        lease = {"b_lease": self._clock.lease_parameter(owner)}
         self._write(lambda connection: connection.execute(statement, lease), "renewing a turn to register")
 
     def end_registration_turn(self, batch_id: int, owner: Owner, listed: tuple[str, int] | None) -> None:
@@ -408,13 +247,13 @@ class RunStore(RunQueries):
         batch = {"b_batch": batch_id}
 
         def transaction(connection: Connection) -> None:
-            self._lock_registrations.execute_once(connection, batch)
-            self._end_registration.execute_once(connection, {**batch, "b_token": owner.token})
+            self._statements.lock_registrations.execute_once(connection, batch)
+            self._statements.end_registration.execute_once(connection, {**batch, "b_token": owner.token})
             if listed is None:
                 return
             digest, count = listed
-            if self._batch_size.execute_once(connection, batch).scalar_one() == count:
-                self._record_listed.execute_once(connection, {**batch, "b_digest": digest, "b_count": count})
+            if self._statements.batch_size.execute_once(connection, batch).scalar_one() == count:
+                self._statements.record_listed.execute_once(connection, {**batch, "b_digest": digest, "b_count": count})
 
         self._write(transaction, "ending a turn to register")
 
@@ -430,10 +269,12 @@ class RunStore(RunQueries):
         in_batch = runs.c.batch_id == batch_id
         batch = {"b_batch": batch_id}
         with self._reading() as connection:
-            if self._batch_size.execute_once(connection, batch).scalar_one() != listed_count:
+            if self._statements.batch_size.execute_once(connection, batch).scalar_one() != listed_count:
                 return None
-            completed_ids = [] if rerun_all else list(self._completed_ids.execute_once(connection, batch).scalars())
-            requeue = self._any_requeued[rerun_all].execute_once(connection, batch).first() is not None
+            completed_ids = (
+                [] if rerun_all else list(self._statements.completed_ids.execute_once(connection, batch).scalars())
+            )
+            requeue = self._statements.any_requeued[rerun_all].execute_once(connection, batch).first() is not None
         if requeue:
             statement = update(runs).where(in_batch, runs.c.status.in_(requeued)).values(status=PENDING)
             self._write(lambda connection: connection.execute(statement), "queuing runs again")
@@ -468,7 +309,7 @@ class RunStore(RunQueries):
             if run.spec_hash not in status_of
         ]
         if missing:
-            connection.execute(self._insert_ignoring_duplicates(runs), missing)
+            connection.execute(insert_ignoring_duplicates(self.engine.dialect, runs), missing)
             _unlist(connection, batch_id)
         unfinished = [
             {
@@ -539,10 +380,10 @@ class RunStore(RunQueries):
         """What ``owner``'s next claim will find in the batch, read without a write turn: how many runners hold live
         claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see :func:`_pending_span`),
         0 when none is pending."""
-        parameters = {"b_batch": batch_id, "b_token": owner.token, **self._clock_row()}
+        parameters = {"b_batch": batch_id, "b_token": owner.token, **self._clock.now_row()}
 
         def outlook(connection: Connection) -> ClaimOutlook:
-            others, pending = fetched(self._outlook.execute_once(connection, parameters))[0]
+            others, pending = fetched(self._statements.outlook.execute_once(connection, parameters))[0]
             return ClaimOutlook(pending=int(pending), runners=1 + int(others))
 
         return self._read(outlook, "looking for pending runs")
@@ -570,17 +411,17 @@ class RunStore(RunQueries):
             "b_pid": owner.pid,
             "b_token": owner.token,
             "b_node": owner.node,
-            "b_lease": self._lease_parameter(owner),
+            "b_lease": self._clock.lease_parameter(owner),
             "b_started": utc_now(),
         }
 
         def transaction(connection: Connection) -> list[tuple[Any, ...]]:
             if shared is not None:
-                span = self._pending_span.execute_once(connection, {"b_batch": batch_id}).scalar_one()
+                span = self._statements.pending_span.execute_once(connection, {"b_batch": batch_id}).scalar_one()
                 if not span:
                     return []
                 parameters["b_limit"] = shared(span)
-            return sorted(fetched(self._claim.execute_once(connection, parameters)))
+            return sorted(fetched(self._statements.claim.execute_once(connection, parameters)))
 
         claimed = None
         with self.write_turn():
@@ -596,10 +437,10 @@ class RunStore(RunQueries):
         statement = (
             update(runs)
             .where(runs.c.claim_token == owner.token, runs.c.status == RUNNING)
-            .values(lease_expires_at=self._lease_end_expression())
+            .values(lease_expires_at=self._clock.lease_end())
             .returning(runs.c.id)
         )
-        lease = {"b_lease": self._lease_parameter(owner)}
+        lease = {"b_lease": self._clock.lease_parameter(owner)}
         return self._write(lambda connection: set(connection.execute(statement, lease).scalars()), "renewing the lease")
 
     def reclaim_abandoned(self, batch_id: int, owner: Owner) -> int:
@@ -611,17 +452,17 @@ class RunStore(RunQueries):
         here = {"b_batch": batch_id, "b_host": owner.host, "b_node": owner.node}
 
         def dead_tokens(connection: Connection) -> list[str]:
-            running = fetched(self._claimers_here.execute_once(connection, here))
+            running = fetched(self._statements.claimers_here.execute_once(connection, here))
             return [token for pid, token in running if liveness.known_gone(owner.host, owner.node, pid, token)]
 
         def abandoned(connection: Connection) -> Any:
-            return or_(runs.c.lease_expires_at < self._now(), runs.c.claim_token.in_(dead_tokens(connection)))
+            return or_(runs.c.lease_expires_at < self._clock.now(), runs.c.claim_token.in_(dead_tokens(connection)))
 
         def any_abandoned(connection: Connection) -> bool:
             if dead_tokens(connection):
                 return True
-            lease_ended = {"b_batch": batch_id, **self._clock_row()}
-            return self._any_lease_ended.execute_once(connection, lease_ended).first() is not None
+            lease_ended = {"b_batch": batch_id, **self._clock.now_row()}
+            return self._statements.any_lease_ended.execute_once(connection, lease_ended).first() is not None
 
         def transaction(connection: Connection) -> int:
             gone = abandoned(connection)
@@ -660,35 +501,11 @@ class RunStore(RunQueries):
                 ).rowcount
             return count + connection.execute(update(runs).where(held).values(**released)).rowcount
 
-        if not unstarted and not self._fetched(self._any_held, {"b_token": owner.token}, "looking for claims"):
+        if not unstarted and not self._fetched(
+            self._statements.any_held, {"b_token": owner.token}, "looking for claims"
+        ):
             return 0  # holding nothing, no write turn
         return self._write(transaction, "releasing claims")
-
-    def _now(self) -> Any:
-        """The time leases are compared with: the server's clock on PostgreSQL, shared by every host."""
-        return func.now() if self.engine.dialect.name == "postgresql" else utc_now()
-
-    def _now_parameter(self) -> Any:
-        """:meth:`_now` in a statement compiled once: on SQLite, the bound parameter ``b_now`` (see
-        :meth:`_clock_row`)."""
-        if self.engine.dialect.name == "postgresql":
-            return func.now()
-        return bindparam("b_now", type_=runs.c.lease_expires_at.type)
-
-    def _clock_row(self) -> dict[str, Any]:
-        """The value of ``b_now`` in :meth:`_now_parameter`, where it is bound."""
-        return {} if self.engine.dialect.name == "postgresql" else {"b_now": utc_now()}
-
-    def _lease_end_expression(self) -> Any:
-        """When a lease taken now ends, given :meth:`_lease_parameter` as ``b_lease``."""
-        if self.engine.dialect.name == "postgresql":
-            return func.now() + bindparam("b_lease", type_=Interval())
-        return bindparam("b_lease", type_=DateTime(timezone=True))
-
-    def _lease_parameter(self, owner: Owner) -> Any:
-        """The value of ``b_lease`` in :meth:`_lease_end_expression`."""
-        lease = timedelta(seconds=owner.lease_seconds)
-        return lease if self.engine.dialect.name == "postgresql" else utc_now() + lease
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
@@ -712,12 +529,12 @@ class RunStore(RunQueries):
         be made later: in a write turn taken for something else too, the rows are ready."""
         if not outcomes:
             return dict
-        json_text = self._record.json_text
+        json_text = self._statements.record.json_text
         plain: list[Outcome] = []
         rest: list[Outcome] = []
         for outcome in outcomes:
             (plain if _is_plain_completion(outcome) else rest).append(outcome)
-        completions = self._record_completed.driver_rows(
+        completions = self._statements.record_completed.driver_rows(
             [
                 {
                     "b_id": outcome.run_id,
@@ -730,7 +547,7 @@ class RunStore(RunQueries):
                 for outcome in plain
             ]
         )
-        others = self._record.driver_rows(
+        others = self._statements.record.driver_rows(
             [
                 {
                     "b_id": outcome.run_id,
@@ -754,7 +571,9 @@ class RunStore(RunQueries):
 
         def transaction(connection: Connection) -> dict[int, Fate]:
             not_stored: dict[int, Fate] = {}
-            stored = self._record_completed.execute(connection, completions) + self._record.execute(connection, others)
+            stored = self._statements.record_completed.execute(
+                connection, completions
+            ) + self._statements.record.execute(connection, others)
             if stored != len(outcomes):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
                 now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))
@@ -764,7 +583,9 @@ class RunStore(RunQueries):
                     else:
                         not_stored[run_id] = Fate.CLAIM_LOST
             finished = completed - not_stored.keys()
-            if finished and self._any_checkpoint.execute_once(connection, {}).first():  # then completed runs need none
+            if (
+                finished and self._statements.any_checkpoint.execute_once(connection, {}).first()
+            ):  # then completed runs need none
                 connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 
@@ -860,108 +681,11 @@ class RunStore(RunQueries):
         """The rows of ``statement`` run once with ``row``'s values, read as :meth:`_read` reads."""
         return self._read(lambda connection: fetched(statement.execute_once(connection, row)), what)
 
-    def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any] | None = None) -> Any:
-        dialect = self.engine.dialect.name
-        statement: Any
-        if dialect == "sqlite":
-            statement = sqlite.insert(table)
-        elif dialect == "postgresql":
-            statement = postgresql.insert(table)
-        else:
-            raise DatabaseError(f"smallab-db does not support the {dialect!r} database: use SQLite or PostgreSQL")
-        if values is not None:
-            statement = statement.values(values)
-        return statement.on_conflict_do_nothing()
-
 
 def _unlist(connection: Connection, batch_id: int) -> None:
     """Record that the batch's runs changed, so that they are no longer known to be a given list's."""
     values = {"listed_digest": None, "listed_count": None}
     connection.execute(update(registrations).where(registrations.c.batch_id == batch_id).values(values))
-
-
-def _pending(batch_id: Any) -> Any:
-    """The ids of the batch's pending runs (through the index on ``batch_id, status, id``); ``batch_id`` is the id
-    or a bound parameter that gives it."""
-    return select(runs.c.id).where(runs.c.batch_id == batch_id, runs.c.status == PENDING)
-
-
-@functools.cache
-def _registration_state(server_clock: bool) -> Any:
-    """The read of :meth:`RunStore.registration`, built once: runners waiting for a list to be registered make it
-    every few milliseconds. The turn's end is compared with ``b_now``, or the server's clock (PostgreSQL)."""
-    r = registrations.c
-    now = func.now() if server_clock else bindparam("b_now", type_=r.registering_until.type)
-    return select(
-        r.listed_digest,
-        r.listed_count,
-        r.registering_digest,
-        r.registering_token,
-        r.registering_host,
-        r.registering_node,
-        r.registering_pid,
-        r.registering_until > now,
-    ).where(r.batch_id == bindparam("b_batch", type_=r.batch_id.type))
-
-
-def _pending_span() -> Any:
-    """How many ids lie from the lowest pending run of the batch ``b_batch`` to its highest, both included; NULL when
-    none is pending. Two index lookups however many are pending; as many as there are pending runs when they lie
-    together, which they mostly do (they are taken lowest id first), and never fewer."""
-    pending = _pending(bindparam("b_batch", type_=runs.c.batch_id.type))
-    lowest = pending.with_only_columns(func.min(runs.c.id)).scalar_subquery()  # apart, each is one index lookup
-    highest = pending.with_only_columns(func.max(runs.c.id)).scalar_subquery()
-    return highest - lowest + 1
-
-
-_PENDING_SPAN = select(_pending_span())
-
-
-@functools.cache
-def _outlook(server_clock: bool) -> Any:
-    """One read for :meth:`RunStore.claim_outlook`, built once (it takes longer to build than to run): how many
-    runners other than ``b_token``'s hold claims in the batch ``b_batch`` (see :func:`_other_claimers`), and the
-    span of its pending runs' ids, 0 for none."""
-    others = _other_claimers(server_clock).scalar_subquery()
-    return select(others, func.coalesce(_pending_span(), 0))
-
-
-def _other_claimers(server_clock: bool) -> Any:
-    """The number of runners other than the one of token ``b_token`` that hold claims in the batch ``b_batch`` whose
-    lease runs at ``b_now``, or on the server's clock (PostgreSQL).
-
-    The claim tokens of running runs are walked one distinct token at a time through the index of running runs
-    (each step the least token after the one before), so the cost grows with the runners, not with the runs they
-    hold; counting distinct tokens over the batch's running runs read every one of them.
-    """
-    now = func.now() if server_clock else bindparam("b_now", type_=runs.c.lease_expires_at.type)
-    running = runs.alias("running")
-    tokens = (
-        select(func.min(running.c.claim_token).label("token")).where(running.c.status == _RUNNING).cte(recursive=True)
-    )
-    later = runs.alias("later")
-    next_token = (
-        select(func.min(later.c.claim_token))
-        .where(later.c.status == _RUNNING, later.c.claim_token > tokens.c.token)
-        .scalar_subquery()
-    )
-    tokens = tokens.union_all(select(next_token).where(tokens.c.token.is_not(None)))
-    held = runs.alias("held")
-    # A token claims in one batch (a runner's call of one batch): the batch of any run it holds in time is its
-    # batch. Looked up by token alone, so that the index of running runs is used, not the batch's running runs.
-    batch_held_in_time = (
-        select(held.c.batch_id)
-        .where(held.c.claim_token == tokens.c.token, held.c.status == _RUNNING, held.c.lease_expires_at > now)
-        .limit(1)
-        .scalar_subquery()
-    )
-    batch_id, token = bindparam("b_batch", type_=runs.c.batch_id.type), bindparam("b_token", type_=String())
-    return select(func.count()).select_from(tokens).where(tokens.c.token != token, batch_held_in_time == batch_id)
-
-
-def _status_is(*statuses: str) -> Any:
-    """The condition that a run's status is one of ``statuses``, written into the statement: it binds nothing."""
-    return runs.c.status.in_([literal_column(f"'{status}'") for status in statuses])
 
 
 def _is_plain_completion(outcome: Outcome) -> bool:
