@@ -14,8 +14,6 @@ from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import joblib.parallel
-
 from smallab_db.errors import MissingDependencyError, UsageError, WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
@@ -65,6 +63,8 @@ def dask_client(backend: Any) -> Client | None:
     joblib_dask = sys.modules.get("joblib._dask")  # imported only once a joblib Dask backend was made
     if joblib_dask is None:
         return None
+    import joblib.parallel  # loaded already, with joblib._dask: a smallab-db process imports it only to run in parallel
+
     chosen = backend if backend is not None else joblib.parallel.get_active_backend()[0]
     return chosen.client if isinstance(chosen, joblib_dask.DaskDistributedBackend) else None
 

@@ -1,37 +1,17 @@
-"""Running claimed specifications in-process or in parallel through joblib, yielding outcomes as they finish."""
+"""Running claimed specifications in-process, or in parallel through joblib (:mod:`smallab_db.joblib_dispatch`) or
+Dask (:mod:`smallab_db.dask_dispatch`), yielding outcomes as they finish."""
 
 from __future__ import annotations
 
-import itertools
-import logging
-import os
-import re
 from collections.abc import Generator
 from typing import Any
 
-import joblib.parallel
-from joblib import Parallel, delayed
-from joblib.externals.loky.process_executor import TerminatedWorkerError
-from joblib.parallel import ParallelBackendBase
-
-from smallab_db import dask_dispatch, recorder, worker_writes
+from smallab_db import dask_dispatch
 from smallab_db.claims import Claims
-from smallab_db.errors import UsageError, WorkerDiedError
-from smallab_db.execution import Runnable, execute, failure
-from smallab_db.experiment import Specification
-from smallab_db.pace import Pace
-from smallab_db.records import Outcome, utc_now
-from smallab_db.worker_writes import LinkOf, RunLink
-
-logger = logging.getLogger("smallab_db")
-
-_EXIT_CODES = re.compile(r"exit codes of the workers are \{(.*?)\}")
-_CAUSES = {
-    "SIGSEGV": "it crashed with a segmentation fault (SIGSEGV), for example in a C extension",
-    "SIGKILL": "it was killed with SIGKILL, which the out-of-memory killer sends: check the experiment's memory use",
-    "SIGABRT": "it aborted (SIGABRT), for example on a failed assertion in a C extension",
-    "EXIT": "it exited without returning (os._exit, or a library calling exit)",
-}
+from smallab_db.errors import UsageError
+from smallab_db.execution import Runnable, execute
+from smallab_db.records import Outcome
+from smallab_db.worker_writes import LinkOf
 
 
 def check_parallelism(num_parallel: Any) -> None:
@@ -43,12 +23,15 @@ def check_parallelism(num_parallel: Any) -> None:
 def check_backend(backend: Any) -> None:
     """Raise :class:`UsageError` unless ``backend`` is None, a registered joblib backend name, or a backend object;
     ``"dask"`` needs a ``distributed.Client`` (see :func:`dask_dispatch.dask_client`)."""
-    known = sorted({*joblib.parallel.BACKENDS, *joblib.parallel.EXTERNAL_BACKENDS})
+    if backend is None:
+        return
+    from smallab_db import joblib_dispatch  # imported only when a backend is named: see its docstring
+
     if backend == "dask":
         dask_dispatch.dask_client(backend)
-    if backend is None or isinstance(backend, ParallelBackendBase) or backend in known:
-        return
-    raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
+    if not joblib_dispatch.is_backend(backend):
+        known = joblib_dispatch.known_backends()
+        raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
 
 
 def outcomes(
@@ -86,93 +69,6 @@ def outcomes(
     if client is not None:
         yield from dask_dispatch.outcomes(main, iter(claims), link, num_parallel, client)
         return
-    if stop_at_first_failure:
-        yield from _waves(main, claims, link, num_parallel or os.cpu_count() or 1, backend)
-        return
-    pace = Pace()
-    while True:
-        parallel = Parallel(
-            n_jobs=-1 if num_parallel is None else num_parallel,
-            backend=backend,
-            return_as="generator_unordered",
-            batch_size=1,  # runs are chunked by pace instead: see smallab_db.pace
-        )
-        chunks = pace.chunks(iter(claims))
-        try:
-            tasks = (delayed(execute_chunk)(main, link, chunk, pace.runs_are_short(), keep_results) for chunk in chunks)
-            for chunk_outcomes in parallel(tasks):
-                pace.measure(chunk_outcomes)
-                yield from chunk_outcomes
-            return
-        except TerminatedWorkerError:
-            for run_id, specification in claims.in_flight():
-                yield _execute_alone(main, link(run_id), specification)
+    from smallab_db import joblib_dispatch  # imported only to run in parallel: see its docstring
 
-
-def _waves(
-    main: Runnable, claims: Claims, link: LinkOf, size: int, backend: str | None
-) -> Generator[Outcome, None, None]:
-    """Run ``size`` claimed runs at a time, one per worker; stop after the first wave with a failure."""
-    claimed = iter(claims)
-    with Parallel(n_jobs=size, backend=backend) as parallel:
-        while wave := list(itertools.islice(claimed, size)):
-            try:
-                done: list[Outcome] = parallel(
-                    delayed(execute)(main, link(run_id), spec, True) for run_id, spec in wave
-                )
-            except TerminatedWorkerError:
-                done = [_execute_alone(main, link(run_id), spec) for run_id, spec in claims.in_flight()]
-            yield from done
-            if any(outcome.failed for outcome in done):
-                return
-
-
-def execute_chunk(
-    main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]], store_here: bool, keep_results: bool
-) -> list[Outcome]:
-    """Execute a chunk of runs one after the other in a worker process and return their outcomes.
-
-    With ``store_here`` (short runs: see :meth:`Pace.runs_are_short`), the worker stores them itself and returns them
-    with their fate, light: without their output, and without their result unless ``keep_results`` (a hook needs
-    it). Outcomes it cannot store are returned whole, to be stored by the calling process, as are all the others.
-    """
-    outcomes = [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
-    if not store_here or not outcomes:
-        return outcomes
-    claimed = link(outcomes[0].run_id)  # the database and the claim token, shared by the chunk
-    try:
-        verdicts = recorder.store_group(worker_writes.store_for(claimed.database), claimed.token, outcomes)
-    except Exception as error:  # the calling process stores them, or says why it cannot
-        logger.warning("smallab-db: a worker could not store its outcomes, the runner will: %s", error)
-        return outcomes
-    for verdict in verdicts:
-        light = verdict.outcome
-        light.fate = verdict.fate
-        light.output = light.result_json = None
-        if not keep_results:
-            light.result_pickle = None
-    return [verdict.outcome for verdict in verdicts]
-
-
-def _execute_alone(main: Runnable, link: RunLink, specification: Specification) -> Outcome:
-    """Execute one run in a worker of its own, after a worker died; it counts as a second execution."""
-    started_at = utc_now()
-    try:
-        (outcome,) = Parallel(n_jobs=2, backend="loky")([delayed(execute)(main, link, specification, True)])
-        assert isinstance(outcome, Outcome)
-    except TerminatedWorkerError as error:
-        died = WorkerDiedError(
-            f"the worker process running this specification died twice, the second time running it alone: "
-            f"{worker_death_cause(str(error))}"
-        )
-        outcome = failure(link.run_id, started_at, died, in_worker=False)
-    outcome.executions = 2
-    return outcome
-
-
-def worker_death_cause(message: str) -> str:
-    """Describe why loky's worker died, from the exit codes its error message lists."""
-    match = _EXIT_CODES.search(message)
-    codes = match.group(1) if match else "unknown"
-    causes = [cause for name, cause in _CAUSES.items() if name in codes]
-    return f"{'; '.join(causes) or 'it was killed by a signal'} (exit codes {codes})"
+    yield from joblib_dispatch.outcomes(main, claims, link, num_parallel, backend, stop_at_first_failure, keep_results)

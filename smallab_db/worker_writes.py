@@ -11,8 +11,8 @@ compare-and-set on the row, that the run is still ``running`` under the claim to
 it with, and locks the row until it commits. A worker whose claim was lost (another runner took the run over after
 the lease lapsed, or the batch was deleted) therefore writes nothing, and its run stops with
 :class:`~smallab_db.errors.ClaimLostError`. A worker of a joblib pool stores the outcomes of a chunk of
-short runs it executed in the same way (see :func:`smallab_db.dispatch.execute_chunk`), so that the calling process
-spends little per run; elsewhere the calling process stores them, through the recorder.
+short runs it executed in the same way (see :func:`smallab_db.joblib_dispatch.execute_chunk`), so that the calling
+process spends little per run; elsewhere the calling process stores them, through the recorder.
 
 Each worker process opens one engine per database, lazily, at its first write; a forked child drops the engines it
 inherited. In the calling process (serial and threaded runs) the runner's own store is used, so that its writes
