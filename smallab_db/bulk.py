@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import JSON, DateTime, LargeBinary
 from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
@@ -98,9 +99,17 @@ def converter(type_: TypeEngine[Any], dialect: Dialect) -> Converter | None:
 
 def fetched(result: CursorResult[Any]) -> list[tuple[Any, ...]]:
     """Every row of ``result`` as the driver gives it, without SQLAlchemy's row objects or result processing (a
-    JSON column comes as text from SQLite, decoded from PostgreSQL: see :func:`json_loader`); twice as fast."""
+    JSON column comes as text from SQLite, decoded from PostgreSQL: see :func:`json_loader`); twice as fast.
+
+    Raises:
+        DBAPIError: the driver failed while fetching (SQLite computes the rows after the first one then), raised as
+            SQLAlchemy raises the driver's errors, so that the store says what failed and retries what may pass.
+    """
+    driver_error = result.context.dialect.loaded_dbapi.Error
     try:
         return cast(list[tuple[Any, ...]], result.cursor.fetchall())
+    except driver_error as error:
+        raise DBAPIError.instance(None, None, error, driver_error, dialect=result.context.dialect) from error
     finally:
         result.close()
 

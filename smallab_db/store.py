@@ -212,8 +212,9 @@ class RunStore(RunQueries):
         return bool(taken == 1)
 
     def _registering_row(self, registering: tuple[str, Owner] | None) -> dict[str, Any]:
-        """The values of :meth:`_registering_columns` that say the runner ``owner`` of ``registering = (digest,
-        owner)`` registers the list ``digest`` now; all None for ``registering`` None."""
+        """The values of the columns of :func:`~smallab_db.store_statements.registering_columns` that say the runner
+        ``owner`` of ``registering = (digest, owner)`` registers the list ``digest`` now; all None for ``registering``
+        None."""
         if registering is None:
             return dict.fromkeys(("b_digest", "b_token", "b_host", "b_node", "b_pid", "b_lease"))
         digest, owner = registering
@@ -378,8 +379,8 @@ class RunStore(RunQueries):
 
     def claim_outlook(self, batch_id: int, owner: Owner) -> ClaimOutlook:
         """What ``owner``'s next claim will find in the batch, read without a write turn: how many runners hold live
-        claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see :func:`_pending_span`),
-        0 when none is pending."""
+        claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see
+        :func:`smallab_db.store_statements._pending_span`), 0 when none is pending."""
         parameters = {"b_batch": batch_id, "b_token": owner.token, **self._clock.now_row()}
 
         def outlook(connection: Connection) -> ClaimOutlook:
@@ -399,7 +400,8 @@ class RunStore(RunQueries):
         """Atomically mark up to ``limit`` pending runs of the batch as running for ``owner``; ``first`` is called
         in the claim's write turn, before the claim (see :meth:`Recorder.store_with`). With ``shared``, the limit is
         ``shared(span)`` instead, where span is the span of the pending runs' ids read again in the turn (see
-        :func:`_pending_span`): runners sharing a batch size their claims by what the others left.
+        :func:`smallab_db.store_statements._pending_span`): runners sharing a batch size their claims by what the
+        others left.
 
         Returns:
             ``(run_id, specification)`` of the claimed runs, in id order.
@@ -453,7 +455,11 @@ class RunStore(RunQueries):
 
         def dead_tokens(connection: Connection) -> list[str]:
             running = fetched(self._statements.claimers_here.execute_once(connection, here))
-            return [token for pid, token in running if liveness.known_gone(owner.host, owner.node, pid, token)]
+            return [
+                token
+                for pid, token in running
+                if token is not None and liveness.known_gone(owner.host, owner.node, pid, token)
+            ]
 
         def abandoned(connection: Connection) -> Any:
             return or_(runs.c.lease_expires_at < self._clock.now(), runs.c.claim_token.in_(dead_tokens(connection)))
@@ -583,9 +589,8 @@ class RunStore(RunQueries):
                     else:
                         not_stored[run_id] = Fate.CLAIM_LOST
             finished = completed - not_stored.keys()
-            if (
-                finished and self._statements.any_checkpoint.execute_once(connection, {}).first()
-            ):  # then completed runs need none
+            # most batches keep no checkpoints: then completed runs need none deleted
+            if finished and self._statements.any_checkpoint.execute_once(connection, {}).first():
                 connection.execute(delete(checkpoints).where(checkpoints.c.run_id.in_(finished)))
             return not_stored
 

@@ -219,22 +219,17 @@ def registering_columns(clock: LeaseClock) -> dict[str, Any]:
     }
 
 
-def insert_ignoring_duplicates(dialect: Dialect, table: Any, values: dict[str, Any] | None = None) -> Any:
+def insert_ignoring_duplicates(dialect: Dialect, table: Any) -> Any:
     """An INSERT into ``table`` that skips rows whose unique key is taken already.
 
     Raises:
         DatabaseError: the database is neither SQLite nor PostgreSQL.
     """
-    statement: Any
     if dialect.name == "sqlite":
-        statement = sqlite.insert(table)
-    elif dialect.name == "postgresql":
-        statement = postgresql.insert(table)
-    else:
-        raise DatabaseError(f"smallab-db does not support the {dialect.name!r} database: use SQLite or PostgreSQL")
-    if values is not None:
-        statement = statement.values(values)
-    return statement.on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise DatabaseError(f"smallab-db does not support the {dialect.name!r} database: use SQLite or PostgreSQL")
 
 
 def _pending(batch_id: Any) -> Any:
@@ -245,8 +240,9 @@ def _pending(batch_id: Any) -> Any:
 
 @functools.cache
 def _registration_state(server_clock: bool) -> Any:
-    """The read of ``RunStore.registration``, built once: runners waiting for a list to be registered make it every
-    few milliseconds. The turn's end is compared with ``b_now``, or the server's clock (PostgreSQL)."""
+    """The read of ``RunStore.registration``, built once per process (building it takes longer than compiling it):
+    runners waiting for a list to be registered make it every few milliseconds. The turn's end is compared with
+    ``b_now``, or the server's clock (PostgreSQL)."""
     r = registrations.c
     now = func.now() if server_clock else bindparam("b_now", type_=r.registering_until.type)
     return select(
@@ -276,9 +272,9 @@ _PENDING_SPAN = select(_pending_span())
 
 @functools.cache
 def _outlook(server_clock: bool) -> Any:
-    """One read for ``RunStore.claim_outlook``, built once (it takes longer to build than to run): how many runners
-    other than ``b_token``'s hold claims in the batch ``b_batch`` (see :func:`_other_claimers`), and the
-    span of its pending runs' ids, 0 for none."""
+    """One read for ``RunStore.claim_outlook``, built once per process (building it takes longer than compiling and
+    running it): how many runners other than ``b_token``'s hold claims in the batch ``b_batch`` (see
+    :func:`_other_claimers`), and the span of its pending runs' ids, 0 for none."""
     others = _other_claimers(server_clock).scalar_subquery()
     return select(others, func.coalesce(_pending_span(), 0))
 

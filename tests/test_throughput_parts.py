@@ -24,7 +24,7 @@ from joblib.externals.loky import get_reusable_executor
 from sqlalchemy.dialects import sqlite
 
 from smallab_db import ExperimentRunner, heap, registration, worker_writes
-from smallab_db.bulk import sqlite_timestamp
+from smallab_db.bulk import fetched, sqlite_timestamp
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace
 from smallab_db.records import Outcome, utc_now
 from smallab_db.schema import runs
@@ -121,6 +121,23 @@ def lock_files_open(path: Path) -> list[str]:
         if target == str(path) + LOCK_SUFFIX:
             found.append(target)
     return found
+
+
+def test_an_error_while_fetching_rows_comes_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
+    """SQLite computes a result's rows after the first one while they are fetched: an error there comes as
+    SQLAlchemy's error of the driver's, which the store turns into a ``DatabaseError`` naming the database."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'rows.db'}")
+    overflow_on_second_row = (
+        "SELECT CASE WHEN value = 2 THEN abs(-9223372036854775807 - 1) ELSE value END FROM json_each('[1, 2]')"
+    )
+    try:
+        with engine.connect() as connection:
+            result = connection.exec_driver_sql(overflow_on_second_row)  # the first row is computed: no error yet
+            with pytest.raises(sa.exc.OperationalError, match="integer overflow"):
+                fetched(result)
+            assert fetched(connection.exec_driver_sql("SELECT 1")) == [(1,)]  # the connection goes on
+    finally:
+        engine.dispose()
 
 
 def test_writers_take_turns_on_the_lock_file_and_keep_no_descriptor_open(tmp_path: Path) -> None:
