@@ -32,7 +32,13 @@ from smallab_db.queries import NEWEST_RUN_ID, KnownRuns, RunQueries
 from smallab_db.records import ClaimOutlook, Fate, Holder, ImportedRun, Outcome, Owner, RegistrationState, utc_now
 from smallab_db.schema import COMPLETED, FAILED, PENDING, RUNNING, batches, checkpoints, registrations, runs
 from smallab_db.specification import HASH_SCHEME
-from smallab_db.store_statements import LeaseClock, StoreStatements, insert_ignoring_duplicates, registering_columns
+from smallab_db.store_statements import (
+    LeaseClock,
+    StoreStatements,
+    insert_ignoring_duplicates,
+    registering_columns,
+    requeued_statuses,
+)
 from smallab_db.transient import retry_transient
 from smallab_db.write_turns import WriteTurns
 
@@ -104,7 +110,7 @@ class RunStore(RunQueries):
         Returns:
             The ids of the runs among them that are completed and stay so (none when ``rerun_all``).
         """
-        requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
+        requeued = requeued_statuses(rerun_all)
         if known is None:
             known = KnownRuns({}, whole=False)
         texts = dict(hashed)
@@ -266,7 +272,7 @@ class RunStore(RunQueries):
             The ids of the completed runs that stay so, as :meth:`register` does; None, having done nothing, when
             the batch no longer has ``listed_count`` runs.
         """
-        requeued = (FAILED, COMPLETED) if rerun_all else (FAILED,)
+        requeued = requeued_statuses(rerun_all)
         in_batch = runs.c.batch_id == batch_id
         batch = {"b_batch": batch_id}
         with self._reading() as connection:
@@ -382,12 +388,8 @@ class RunStore(RunQueries):
         claims in it, ``owner``'s runner included, and the span of its pending runs' ids (see
         :func:`smallab_db.store_statements._pending_span`), 0 when none is pending."""
         parameters = {"b_batch": batch_id, "b_token": owner.token, **self._clock.now_row()}
-
-        def outlook(connection: Connection) -> ClaimOutlook:
-            others, pending = fetched(self._statements.outlook.execute_once(connection, parameters))[0]
-            return ClaimOutlook(pending=int(pending), runners=1 + int(others))
-
-        return self._read(outlook, "looking for pending runs")
+        ((others, pending),) = self._fetched(self._statements.outlook, parameters, "looking for pending runs")
+        return ClaimOutlook(pending=int(pending), runners=1 + int(others))
 
     def claim(
         self,
@@ -577,9 +579,9 @@ class RunStore(RunQueries):
 
         def transaction(connection: Connection) -> dict[int, Fate]:
             not_stored: dict[int, Fate] = {}
-            stored = self._statements.record_completed.execute(
-                connection, completions
-            ) + self._statements.record.execute(connection, others)
+            statements = self._statements
+            stored = statements.record_completed.execute(connection, completions)
+            stored += statements.record.execute(connection, others)
             if stored != len(outcomes):
                 not_stored = dict.fromkeys(ids, Fate.DELETED)
                 now_held = select(runs.c.id, runs.c.claim_token, runs.c.status).where(runs.c.id.in_(ids))

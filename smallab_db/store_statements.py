@@ -159,8 +159,10 @@ class StoreStatements:
         self.batch_size = DriverStatement(select(func.count()).where(in_batch), dialect)
         self.completed_ids = DriverStatement(select(runs.c.id).where(in_batch, _status_is(COMPLETED)), dialect)
         self.any_requeued = {  # by rerun_all
-            rerun_all: DriverStatement(select(runs.c.id).where(in_batch, _status_is(*statuses)).limit(1), dialect)
-            for rerun_all, statuses in ((False, (FAILED,)), (True, (FAILED, COMPLETED)))
+            rerun_all: DriverStatement(
+                select(runs.c.id).where(in_batch, _status_is(*requeued_statuses(rerun_all))).limit(1), dialect
+            )
+            for rerun_all in (False, True)
         }
         self.any_held = DriverStatement(
             select(runs.c.id).where(runs.c.claim_token == bindparam("b_token"), runs.c.status == _RUNNING).limit(1),
@@ -204,6 +206,12 @@ class StoreStatements:
             ),
             dialect,
         )
+
+
+def requeued_statuses(rerun_all: bool) -> tuple[str, ...]:
+    """The statuses of the runs that registering a batch's list again queues again: failed ones, and completed ones
+    too with ``rerun_all``."""
+    return (FAILED, COMPLETED) if rerun_all else (FAILED,)
 
 
 def registering_columns(clock: LeaseClock) -> dict[str, Any]:
