@@ -1,18 +1,16 @@
-"""Building and upgrading the schema with the bundled Alembic migrations, the schema's one source of truth."""
+"""Opening a database at the schema this smallab-db uses: building a new schema, upgrading an older one, refusing
+the rest.
+
+The schema's one source of truth is the bundled Alembic migrations (:mod:`smallab_db.alembic_migrations`). Opening a
+database that is at their head revision only reads its revision, without importing Alembic.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
+from sqlalchemy import column, inspect, select, table
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,51 +26,33 @@ from smallab_db.errors import DatabaseError, SchemaError
 from smallab_db.schema import VERSION_TABLE
 from smallab_db.transient import is_busy, retry_transient
 
+# The head revision of the bundled migrations (alembic_migrations.head(), which a test keeps equal to it): a database
+# at it is opened without importing Alembic.
+HEAD_REVISION = "0008"
+
 # An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrations.
 _POSTGRES_MIGRATION_LOCK = 0x5A11AB
 
-
-def migrations_directory() -> Path:
-    """Return the Alembic script directory: inside the installed package, else ``migrations/`` of the checkout."""
-    spec = importlib.util.find_spec("smallab_db.migrations")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "migrations"
-
-
-def alembic_config(connection: Connection | None = None) -> Config:
-    """Return an Alembic config for the bundled migrations, bound to ``connection`` when one is given."""
-    config = Config()
-    config.set_main_option("script_location", str(migrations_directory()))
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-@functools.cache
-def _script_directory() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
-
-
-def head_revision() -> str:
-    """Return the schema revision this version of smallab-db uses."""
-    head = _script_directory().get_current_head()
-    assert head is not None, "the bundled migrations have no head revision"
-    return head
+# The table where Alembic records the revision a database is at, as Alembic makes it.
+_VERSIONS = table(VERSION_TABLE, column("version_num"))
 
 
 def current_revision(connection: Connection) -> str | None:
-    """Return the schema revision stored in the database, or None if smallab-db never migrated it."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """Return the schema revision stored in the database, or None if smallab-db never migrated it.
 
-
-def is_known_revision(revision: str) -> bool:
-    """Tell whether ``revision`` is one of the bundled migrations."""
-    try:
-        return _script_directory().get_revision(revision) is not None
-    except CommandError:
-        return False
+    Raises:
+        SchemaError: the database records several revisions.
+    """
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revisions = list(connection.execute(select(_VERSIONS.c.version_num)).scalars())
+    if len(revisions) > 1:
+        raise SchemaError(
+            f"database {describe(connection.engine.url)} records several schema revisions in {VERSION_TABLE} "
+            f"({', '.join(sorted(revisions))}), but smallab-db's migrations follow one line; it was left untouched: "
+            "keep only the row of the revision its schema is at"
+        )
+    return revisions[0] if revisions else None
 
 
 @contextmanager
@@ -104,8 +84,10 @@ def upgrade(engine: Engine) -> str:
         with migration_transaction(engine) as connection:
             revision = current_revision(connection)
             _refuse_unknown(revision, url)
-            if revision != head_revision():
-                command.upgrade(alembic_config(connection), "head")
+            if revision != HEAD_REVISION:
+                from smallab_db import alembic_migrations  # imported only to build or upgrade (see the module's doc)
+
+                alembic_migrations.upgrade_to_head(connection)
             elif connection.dialect.name == "postgresql":
                 postgres_reader.ensure_installed(connection)
 
@@ -113,7 +95,7 @@ def upgrade(engine: Engine) -> str:
         retry_transient(upgrade_under_lock, f"migrating {describe(url)}", is_busy)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot migrate {describe(url)}: {reason(error)}") from error
-    return head_revision()
+    return HEAD_REVISION
 
 
 def migrate(url: URL) -> str:
@@ -134,7 +116,7 @@ def ensure_schema(engine: Engine) -> None:
     """
     url = engine.url
     revision = _stored_revision(engine)
-    if revision == head_revision():
+    if revision == HEAD_REVISION:
         return
     _refuse_unknown(revision, url)
     if revision is not None and url.get_backend_name() != "sqlite":
@@ -163,16 +145,20 @@ def _stored_revision(engine: Engine) -> str | None:
 def _needs_migrate(url: URL, revision: str | None) -> SchemaError:
     found = "has no smallab-db schema" if revision is None else f"is at revision {revision}"
     return SchemaError(
-        f"database {describe(url)} {found} but this smallab-db needs {head_revision()}: "
+        f"database {describe(url)} {found} but this smallab-db needs {HEAD_REVISION}: "
         f"run `smallab-db migrate {describe(url)}`"
     )
 
 
 def _refuse_unknown(revision: str | None, url: URL) -> None:
-    if revision is not None and not is_known_revision(revision):
+    if revision is None or revision == HEAD_REVISION:
+        return
+    from smallab_db import alembic_migrations  # imported only for a database not at the head (see the module's doc)
+
+    if not alembic_migrations.is_known_revision(revision):
         raise SchemaError(
             f"database schema of {describe(url)} is at revision {revision}, which is newer than this smallab-db "
-            f"(which knows up to {head_revision()}); it was left untouched: upgrade smallab-db to open it"
+            f"(which knows up to {HEAD_REVISION}); it was left untouched: upgrade smallab-db to open it"
         )
 
 
@@ -197,7 +183,7 @@ def open_engine(url: URL, writable: bool) -> Engine:
     engine = create_read_only_engine(url)
     try:
         revision = _stored_revision(engine)
-        if revision != head_revision():
+        if revision != HEAD_REVISION:
             _refuse_unknown(revision, url)
             raise _needs_migrate(url, revision)
     except BaseException:

@@ -16,7 +16,7 @@ from workloads import FailOnOdd, Square
 
 from smallab_db import Experiment, ExperimentRunner
 from smallab_db.cli import main
-from smallab_db.migration import head_revision
+from smallab_db.migration import HEAD_REVISION
 from smallab_db.schema import STATUSES
 
 SCRIPT = Path(sys.executable).parent / "smallab-db"
@@ -158,10 +158,10 @@ def test_migrate_creates_a_new_sqlite_file_at_the_head_revision(tmp_path: Path) 
     result = invoke("migrate", str(path))
     assert result.exit_code == 0, result.output
     assert path.is_file()
-    assert stored_revisions(path) == [head_revision()]
+    assert stored_revisions(path) == [HEAD_REVISION]
     assert {"batches", "runs", "smallab_db_version"} <= table_names(path)
     assert "alembic_version" not in table_names(path)
-    assert result.stdout == f"{path}: schema at revision {head_revision()} (up to date)\n"
+    assert result.stdout == f"{path}: schema at revision {HEAD_REVISION} (up to date)\n"
 
 
 def test_migrate_is_idempotent_and_keeps_the_runs(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_migrate_is_idempotent_and_keeps_the_runs(tmp_path: Path) -> None:
     second = invoke("migrate", str(path))
     assert second.exit_code == 0, second.output
     assert second.stdout == first.stdout
-    assert stored_revisions(path) == [head_revision()]
+    assert stored_revisions(path) == [HEAD_REVISION]
     assert dump_rows(path) == before
 
 
@@ -187,7 +187,7 @@ def test_migrate_a_relative_path_is_relative_to_the_working_directory(
     monkeypatch.chdir(tmp_path)
     result = invoke("migrate", "relative.db")
     assert result.exit_code == 0, result.output
-    assert stored_revisions(tmp_path / "relative.db") == [head_revision()]
+    assert stored_revisions(tmp_path / "relative.db") == [HEAD_REVISION]
 
 
 # -- status ------------------------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_without_url_the_environment_variable_is_used(
     path = tmp_path / "from_env.db"
     result = invoke(command, env={"SMALLAB_DB": str(path)})
     assert result.exit_code == 0, result.output
-    assert stored_revisions(path) == [head_revision()]
+    assert stored_revisions(path) == [HEAD_REVISION]
     assert not (tmp_path / "smallab.db").exists()
 
 
@@ -300,7 +300,7 @@ def test_without_url_or_environment_variable_smallab_db_in_the_working_directory
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, [command])
     assert result.exit_code == 0, result.output
-    assert stored_revisions(tmp_path / "smallab.db") == [head_revision()]
+    assert stored_revisions(tmp_path / "smallab.db") == [HEAD_REVISION]
 
 
 def test_the_installed_script_runs_on_the_default_database(tmp_path: Path) -> None:
@@ -309,8 +309,8 @@ def test_the_installed_script_runs_on_the_default_database(tmp_path: Path) -> No
     migrated = run_script("migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     database = tmp_path / "smallab.db"
-    assert migrated.stdout == f"{database}: schema at revision {head_revision()} (up to date)\n"
-    assert stored_revisions(database) == [head_revision()]
+    assert migrated.stdout == f"{database}: schema at revision {HEAD_REVISION} (up to date)\n"
+    assert stored_revisions(database) == [HEAD_REVISION]
 
     empty = run_script("status", cwd=tmp_path)
     assert (empty.returncode, empty.stdout) == (0, "no batches yet\n"), empty.stderr
@@ -326,7 +326,7 @@ def test_the_installed_script_uses_the_environment_variable(tmp_path: Path) -> N
     path = tmp_path / "from_env.db"
     process = run_script("migrate", cwd=tmp_path, env={"SMALLAB_DB": str(path)})
     assert process.returncode == 0, process.stderr
-    assert stored_revisions(path) == [head_revision()]
+    assert stored_revisions(path) == [HEAD_REVISION]
     assert not (tmp_path / "smallab.db").exists()
 
 
@@ -431,7 +431,7 @@ def test_migrate_and_status_on_postgresql(postgres_url: str) -> None:
     """``migrate`` then ``status`` on a fresh PostgreSQL database, before and after a batch with failures."""
     first = invoke("migrate", postgres_url)
     assert first.exit_code == 0, first.output
-    assert f"schema at revision {head_revision()} (up to date)" in first.stdout
+    assert f"schema at revision {HEAD_REVISION} (up to date)" in first.stdout
     second = invoke("migrate", postgres_url)
     assert (second.exit_code, second.stdout) == (0, first.stdout)
 

@@ -21,7 +21,7 @@ from workloads import FailOnOdd, Square
 
 from smallab_db import ExperimentRunner, specification_hash
 from smallab_db.cli import main
-from smallab_db.migration import head_revision
+from smallab_db.migration import HEAD_REVISION
 
 SCRIPT = Path(sys.executable).parent / "smallab-db"
 HASH = specification_hash({"seed": 2})
@@ -62,7 +62,7 @@ def statuses(database: Path, batch: str) -> list[str]:
 
 
 def check_migrate(place: Place, stdout: str) -> None:
-    assert stdout == f"{place.database}: schema at revision {head_revision()} (up to date)\n"
+    assert stdout == f"{place.database}: schema at revision {HEAD_REVISION} (up to date)\n"
 
 
 def check_status(place: Place, stdout: str) -> None:

@@ -13,8 +13,8 @@ from alembic import command
 from sqlalchemy import update
 
 from smallab_db import ExperimentRunner
+from smallab_db.alembic_migrations import alembic_config
 from smallab_db.database import create_engine, resolve_url
-from smallab_db.migration import alembic_config
 from smallab_db.schema import runs
 
 START = datetime(2026, 11, 28, 23, 59, 59, 999_990, tzinfo=UTC)  # a day, a second and a millisecond end soon after

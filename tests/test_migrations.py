@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from alembic import command
 from workloads import Square
 
-from smallab_db import DatabaseError, ExperimentRunner, SchemaError
+from smallab_db import DatabaseError, ExperimentRunner, SchemaError, alembic_migrations
+from smallab_db.alembic_migrations import alembic_config, migrations_directory
 from smallab_db.database import create_engine, resolve_url
-from smallab_db.migration import alembic_config, head_revision, migrate, migrations_directory
+from smallab_db.migration import HEAD_REVISION, migrate
 from smallab_db.schema import VERSION_TABLE
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def stored_revision(path: str) -> list[str]:
 
 def test_a_new_file_is_built_by_the_migrations(sqlite_path: str) -> None:
     ExperimentRunner(sqlite_path).close()
-    assert stored_revision(sqlite_path) == [head_revision()]
+    assert stored_revision(sqlite_path) == [HEAD_REVISION]
     with sqlite3.connect(sqlite_path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
@@ -47,13 +48,45 @@ def test_models_and_migrations_agree(database_url: str) -> None:
     engine.dispose()
 
 
+def test_the_revision_opening_needs_is_the_head_of_the_migrations() -> None:
+    assert HEAD_REVISION == alembic_migrations.head()
+
+
+OPEN_AND_RUN = """
+import sys
+from smallab_db import ExperimentRunner
+runner = ExperimentRunner(sys.argv[1])
+runner.run("opened", [{"seed": 1}], lambda specification: {"x": specification["seed"]}, show_progress=False)
+runner.close()
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("alembic", "mako")))
+"""
+
+
+def test_a_database_at_the_head_is_opened_and_run_without_importing_alembic(sqlite_path: str) -> None:
+    new = processes.run([sys.executable, "-c", OPEN_AND_RUN, sqlite_path], check=True, timeout=120, text=True)
+    assert "alembic" in new.stdout  # building the schema needs the migrations
+    at_head = processes.run([sys.executable, "-c", OPEN_AND_RUN, sqlite_path], check=True, timeout=120, text=True)
+    assert at_head.stdout == "[]\n"
+    assert ExperimentRunner(sqlite_path).results("opened") == [{"specification": {"seed": 1}, "result": {"x": 1}}]
+
+
+def test_a_database_that_records_several_revisions_is_refused_and_left_untouched(sqlite_path: str) -> None:
+    ExperimentRunner(sqlite_path).close()
+    with sqlite3.connect(sqlite_path) as connection:
+        connection.execute(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0007')")
+    before = Path(sqlite_path).read_bytes()
+    with pytest.raises(SchemaError, match=rf"several schema revisions in {VERSION_TABLE} \(0007, 0008\).*keep only"):
+        ExperimentRunner(sqlite_path)
+    assert Path(sqlite_path).read_bytes() == before
+
+
 def test_migrate_is_idempotent_and_keeps_data(sqlite_path: str) -> None:
     runner = ExperimentRunner(sqlite_path)
     runner.run("kept", [{"seed": 1}], Square(), show_progress=False)
     runner.close()
-    assert migrate(resolve_url(sqlite_path)) == head_revision()
-    assert migrate(resolve_url(sqlite_path)) == head_revision()
-    assert stored_revision(sqlite_path) == [head_revision()]
+    assert migrate(resolve_url(sqlite_path)) == HEAD_REVISION
+    assert migrate(resolve_url(sqlite_path)) == HEAD_REVISION
+    assert stored_revision(sqlite_path) == [HEAD_REVISION]
     assert ExperimentRunner(sqlite_path).results("kept") == [{"specification": {"seed": 1}, "result": {"square": 1}}]
 
 
@@ -99,7 +132,7 @@ def test_an_empty_schema_on_another_tool_s_database_is_added_beside_its_tables(s
     ExperimentRunner(sqlite_path).run("shared", [{"seed": 2}], Square(), show_progress=False)
     with sqlite3.connect(sqlite_path) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("someone-elses",)]
-    assert stored_revision(sqlite_path) == [head_revision()]
+    assert stored_revision(sqlite_path) == [HEAD_REVISION]
 
 
 def test_alembic_runs_the_migrations_from_a_checkout(tmp_path: Path) -> None:
@@ -120,7 +153,7 @@ def test_alembic_runs_the_migrations_from_a_checkout(tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=120,
     )
-    assert stored_revision(str(path)) == [head_revision()]
+    assert stored_revision(str(path)) == [HEAD_REVISION]
 
 
 def test_the_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
@@ -168,7 +201,7 @@ def test_an_older_sqlite_schema_is_upgraded_when_opened(sqlite_path: str) -> Non
     runner = ExperimentRunner(sqlite_path)
     runner.run("upgraded", [{"seed": 3}], Square(), show_progress=False)
     runner.close()
-    assert stored_revision(sqlite_path) == [head_revision()]
+    assert stored_revision(sqlite_path) == [HEAD_REVISION]
     with sqlite3.connect(sqlite_path) as connection:
         assert connection.execute("SELECT batch, status FROM run_details").fetchall() == [("upgraded", "completed")]
 
@@ -177,7 +210,7 @@ def test_an_older_postgresql_schema_asks_for_migrate(postgres_url: str) -> None:
     build_at_revision(postgres_url, "0001")
     with pytest.raises(SchemaError, match="is at revision 0001 but this smallab-db needs .*run `smallab-db migrate"):
         ExperimentRunner(postgres_url)
-    assert migrate(resolve_url(postgres_url)) == head_revision()
+    assert migrate(resolve_url(postgres_url)) == HEAD_REVISION
     ExperimentRunner(postgres_url).run("after-migrate", [{"seed": 1}], Square(), show_progress=False)
 
 

@@ -32,9 +32,10 @@ from conftest import POSTGRES_ADMIN
 from workloads import Square
 
 from smallab_db import ExperimentRunner
+from smallab_db.alembic_migrations import alembic_config
 from smallab_db.cli import main
 from smallab_db.database import create_engine, resolve_url
-from smallab_db.migration import alembic_config, migrate, migration_transaction
+from smallab_db.migration import migrate, migration_transaction
 from smallab_db.postgres_reader import QUERY_FUNCTION, READER_ROLE, install
 
 SCRIPT = Path(sys.executable).parent / "smallab-db"

@@ -11,7 +11,7 @@ import processes
 import sqlalchemy as sa
 
 from smallab_db.database import resolve_url
-from smallab_db.migration import head_revision
+from smallab_db.migration import HEAD_REVISION
 from smallab_db.schema import VERSION_TABLE
 
 SMALLAB_DB = str(Path(sys.executable).parent / "smallab-db")
@@ -38,7 +38,7 @@ def test_four_migrates_and_four_runners_on_a_new_sqlite_file(tmp_path: Path) -> 
         tmp_path,
     )
     with sqlite3.connect(path) as connection:
-        assert connection.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(head_revision(),)]
+        assert connection.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(HEAD_REVISION,)]
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert connection.execute("SELECT count(*) FROM batches").fetchone()[0] == 4
         views = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'view'").fetchone()[0]
@@ -56,5 +56,5 @@ def test_four_migrates_and_four_runners_on_a_new_postgresql_database(postgres_ur
         versions = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all()
         batches = connection.exec_driver_sql("SELECT count(*) FROM batches").scalar_one()
     engine.dispose()
-    assert versions == [head_revision()]
+    assert versions == [HEAD_REVISION]
     assert batches == 4
