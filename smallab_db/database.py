@@ -172,8 +172,12 @@ def create_read_only_engine(url: URL) -> Engine:
         )
         event.listen(engine, "connect", _make_sqlite_query_only)
         return engine
+    # added to the URL's own options (a search_path, say), which connect_args would otherwise replace
+    given = url.query.get("options", ())
+    options = [given] if isinstance(given, str) else list(given)
+    options.append("-c default_transaction_read_only=on")
     try:
-        return sqlalchemy.create_engine(url, connect_args={"options": "-c default_transaction_read_only=on"})
+        return sqlalchemy.create_engine(url, connect_args={"options": " ".join(options)})
     except (ArgumentError, ImportError) as error:
         raise unusable_url_error(url, error) from error
 

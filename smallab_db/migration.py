@@ -37,8 +37,8 @@ _POSTGRES_MIGRATION_LOCK = 0x5A11AB
 _VERSIONS = table(VERSION_TABLE, column("version_num"))
 
 
-def current_revision(connection: Connection) -> str | None:
-    """Return the schema revision stored in the database, or None if smallab-db never migrated it.
+def current_revision(connection: Connection, url: URL) -> str | None:
+    """Return the schema revision stored in the database at ``url``, or None if smallab-db never migrated it.
 
     Raises:
         SchemaError: the database records several revisions.
@@ -48,7 +48,7 @@ def current_revision(connection: Connection) -> str | None:
     revisions = list(connection.execute(select(_VERSIONS.c.version_num)).scalars())
     if len(revisions) > 1:
         raise SchemaError(
-            f"database {describe(connection.engine.url)} records several schema revisions in {VERSION_TABLE} "
+            f"database {describe(url)} records several schema revisions in {VERSION_TABLE} "
             f"({', '.join(sorted(revisions))}), but smallab-db's migrations follow one line; it was left untouched: "
             "keep only the row of the revision its schema is at"
         )
@@ -82,7 +82,7 @@ def upgrade(engine: Engine) -> str:
 
     def upgrade_under_lock() -> None:
         with migration_transaction(engine) as connection:
-            revision = current_revision(connection)
+            revision = current_revision(connection, url)
             _refuse_unknown(revision, url)
             if revision != HEAD_REVISION:
                 from smallab_db import alembic_migrations  # imported only to build or upgrade (see the module's doc)
@@ -115,7 +115,7 @@ def ensure_schema(engine: Engine) -> None:
         DatabaseError: the database cannot be read.
     """
     url = engine.url
-    revision = _stored_revision(engine)
+    revision = _stored_revision(engine, url)
     if revision == HEAD_REVISION:
         return
     _refuse_unknown(revision, url)
@@ -124,22 +124,24 @@ def ensure_schema(engine: Engine) -> None:
     upgrade(engine)
 
 
-def _stored_revision(engine: Engine) -> str | None:
-    """Read the schema revision, waiting out transient errors: while several processes open a brand-new SQLite file
-    at once (one switching it to WAL, another building the schema), a read can be refused at once as locked.
+def _stored_revision(engine: Engine, url: URL) -> str | None:
+    """Read the schema revision of the database at ``url`` through ``engine`` (a read-only engine's own URL does not
+    name its SQLite file), waiting out transient errors: while several processes open a brand-new SQLite file at
+    once (one switching it to WAL, another building the schema), a read can be refused at once as locked.
 
     Raises:
+        SchemaError: the database records several revisions.
         DatabaseError: the database cannot be read.
     """
 
     def read_revision() -> str | None:
         with read_only(engine.connect()) as connection, connection.begin():
-            return current_revision(connection)
+            return current_revision(connection, url)
 
     try:
-        return retry_transient(read_revision, f"reading the schema revision of {describe(engine.url)}", is_busy)
+        return retry_transient(read_revision, f"reading the schema revision of {describe(url)}", is_busy)
     except SQLAlchemyError as error:
-        raise DatabaseError(f"cannot open {describe(engine.url)}: {reason(error)}") from error
+        raise DatabaseError(f"cannot open {describe(url)}: {reason(error)}") from error
 
 
 def _needs_migrate(url: URL, revision: str | None) -> SchemaError:
@@ -182,7 +184,7 @@ def open_engine(url: URL, writable: bool) -> Engine:
         return engine
     engine = create_read_only_engine(url)
     try:
-        revision = _stored_revision(engine)
+        revision = _stored_revision(engine, url)
         if revision != HEAD_REVISION:
             _refuse_unknown(revision, url)
             raise _needs_migrate(url, revision)

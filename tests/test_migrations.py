@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import zipfile
@@ -18,7 +19,7 @@ from workloads import Square
 from smallab_db import DatabaseError, ExperimentRunner, SchemaError, alembic_migrations
 from smallab_db.alembic_migrations import alembic_config, migrations_directory
 from smallab_db.database import create_engine, resolve_url
-from smallab_db.migration import HEAD_REVISION, migrate
+from smallab_db.migration import HEAD_REVISION, migrate, open_engine
 from smallab_db.schema import VERSION_TABLE
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -75,8 +76,11 @@ def test_a_database_that_records_several_revisions_is_refused_and_left_untouched
     with sqlite3.connect(sqlite_path) as connection:
         connection.execute(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0007')")
     before = Path(sqlite_path).read_bytes()
-    with pytest.raises(SchemaError, match=rf"several schema revisions in {VERSION_TABLE} \(0007, 0008\).*keep only"):
+    refused = rf"database {re.escape(sqlite_path)} records several schema revisions in {VERSION_TABLE} \(0007, 0008\)"
+    with pytest.raises(SchemaError, match=rf"{refused}.*keep only"):
         ExperimentRunner(sqlite_path)
+    with pytest.raises(SchemaError, match=refused):  # read-only, as the CLI's reading commands open it
+        open_engine(resolve_url(sqlite_path), writable=False)
     assert Path(sqlite_path).read_bytes() == before
 
 
