@@ -21,7 +21,7 @@ from smallab_db.hooks.calling import HookCaller
 from smallab_db.lease import LeaseKeeper
 from smallab_db.progress_display import ProgressDisplay
 from smallab_db.recorder import Recorder
-from smallab_db.records import Outcome, Owner, Verdict
+from smallab_db.records import Outcome, Owner, StoredRuns, Verdict
 from smallab_db.registration import Registration
 from smallab_db.reporting import FailureHook, Reporter, SpecificationHook
 from smallab_db.schema import PENDING, RUNNING
@@ -145,6 +145,9 @@ class BatchRun:
         first_failure: Outcome | None = None
         try:
             for outcome in outcomes:
+                if isinstance(outcome, StoredRuns):
+                    reporter.deliver_completed(claims.finish_all(outcome.run_ids))
+                    continue
                 outcome.specification = claims.finish(outcome.run_id)
                 if outcome.fate is None:
                     recorder.submit(outcome)

@@ -77,6 +77,11 @@ class Claims:
         with self._lock:
             return self._in_flight.pop(run_id)
 
+    def finish_all(self, run_ids: list[int]) -> list[tuple[int, Specification]]:
+        """Mark handed-out runs as finished and return ``(run_id, specification)`` of each."""
+        with self._lock:
+            return [(run_id, self._in_flight.pop(run_id)) for run_id in run_ids]
+
     def in_flight(self) -> list[tuple[int, Specification]]:
         """Return the runs handed out and not finished yet."""
         with self._lock:

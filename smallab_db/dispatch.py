@@ -10,7 +10,7 @@ from smallab_db import dask_dispatch
 from smallab_db.claims import Claims
 from smallab_db.errors import UsageError
 from smallab_db.execution import Runnable, execute
-from smallab_db.records import Outcome
+from smallab_db.records import Outcome, StoredRuns
 from smallab_db.worker_writes import LinkOf
 
 
@@ -42,8 +42,9 @@ def outcomes(
     backend: str | None,
     stop_at_first_failure: bool = False,
     keep_results: bool = True,
-) -> Generator[Outcome, None, None]:
-    """Run each claimed specification and yield its outcome as soon as it finishes.
+) -> Generator[Outcome | StoredRuns, None, None]:
+    """Run each claimed specification and yield its outcome as soon as it finishes; runs that workers completed and
+    stored themselves, with nothing more to hand on, come as :class:`StoredRuns`, a chunk's at once.
 
     When a loky worker process dies, joblib stops the whole pool: the runs that were in flight are then executed
     again one at a time, alone in a new worker, so that the one whose worker dies again is marked failed with the

@@ -24,8 +24,8 @@ from smallab_db.claims import Claims
 from smallab_db.errors import WorkerDiedError
 from smallab_db.execution import Runnable, execute, failure
 from smallab_db.experiment import Specification
-from smallab_db.pace import Pace
-from smallab_db.records import Outcome, utc_now
+from smallab_db.pace import Pace, seconds_taken
+from smallab_db.records import ChunkReport, Fate, Outcome, StoredRuns, utc_now
 from smallab_db.worker_writes import LinkOf, RunLink
 
 logger = logging.getLogger("smallab_db")
@@ -57,9 +57,9 @@ def outcomes(
     backend: str | None,
     stop_at_first_failure: bool,
     keep_results: bool,
-) -> Generator[Outcome, None, None]:
+) -> Generator[Outcome | StoredRuns, None, None]:
     """Run the claimed runs with joblib and yield their outcomes as chunks finish (see
-    :func:`smallab_db.dispatch.outcomes`)."""
+    :func:`smallab_db.dispatch.outcomes`): the completed runs a worker stored come as :class:`StoredRuns`."""
     if stop_at_first_failure:
         yield from _waves(main, claims, link, num_parallel or os.cpu_count() or 1, backend)
         return
@@ -74,9 +74,11 @@ def outcomes(
         chunks = pace.chunks(iter(claims))
         try:
             tasks = (delayed(execute_chunk)(main, link, chunk, pace.runs_are_short(), keep_results) for chunk in chunks)
-            for chunk_outcomes in parallel(tasks):
-                pace.measure(chunk_outcomes)
-                yield from chunk_outcomes
+            for report in parallel(tasks):
+                pace.measure(report.runs, report.seconds)
+                if report.stored.run_ids:
+                    yield report.stored
+                yield from report.outcomes
             return
         except TerminatedWorkerError:
             for run_id, specification in claims.in_flight():
@@ -103,29 +105,36 @@ def _waves(
 
 def execute_chunk(
     main: Runnable, link: LinkOf, chunk: list[tuple[int, Specification]], store_here: bool, keep_results: bool
-) -> list[Outcome]:
-    """Execute a chunk of runs one after the other in a worker process and return their outcomes.
+) -> ChunkReport:
+    """Execute a chunk of runs one after the other in a worker process and report their outcomes.
 
-    With ``store_here`` (short runs: see :meth:`Pace.runs_are_short`), the worker stores them itself and returns them
-    with their fate, light: without their output, and without their result unless ``keep_results`` (a hook needs
-    it). Outcomes it cannot store are returned whole, to be stored by the calling process, as are all the others.
+    With ``store_here`` (short runs: see :meth:`Pace.runs_are_short`), the worker stores them itself. The completed
+    runs it stored come back as ids alone, unless ``keep_results`` (a hook needs their results); the others come back
+    light: without their output, and without their result unless ``keep_results``. Outcomes it cannot store come
+    back whole, to be stored by the calling process, as do all of them without ``store_here``.
     """
     outcomes = [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
+    report = ChunkReport(outcomes, StoredRuns([]), len(outcomes), seconds_taken(outcomes))
     if not store_here or not outcomes:
-        return outcomes
+        return report
     claimed = link(outcomes[0].run_id)  # the database and the claim token, shared by the chunk
     try:
         verdicts = recorder.store_group(worker_writes.store_for(claimed.database), claimed.token, outcomes)
     except Exception as error:  # the calling process stores them, or says why it cannot
         logger.warning("smallab-db: a worker could not store its outcomes, the runner will: %s", error)
-        return outcomes
+        return report
+    report.outcomes = []
     for verdict in verdicts:
         light = verdict.outcome
+        if verdict.fate is Fate.STORED and not light.failed and not keep_results:
+            report.stored.run_ids.append(light.run_id)
+            continue
         light.fate = verdict.fate
         light.output = light.result_json = None
         if not keep_results:
             light.result_pickle = None
-    return [verdict.outcome for verdict in verdicts]
+        report.outcomes.append(light)
+    return report
 
 
 def _execute_alone(main: Runnable, link: RunLink, specification: Specification) -> Outcome:

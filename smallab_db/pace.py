@@ -28,12 +28,11 @@ class Pace:
     def __init__(self) -> None:
         self._seconds_per_run: float | None = None
 
-    def measure(self, outcomes: Sequence[Outcome]) -> None:
-        """Take the durations of a chunk's runs into the estimate."""
-        if not outcomes:
+    def measure(self, runs: int, seconds: float) -> None:
+        """Take a chunk's ``runs``, which took ``seconds`` in all, into the estimate."""
+        if not runs:
             return
-        took = sum((outcome.finished_at - outcome.started_at).total_seconds() for outcome in outcomes)
-        mean = took / len(outcomes)
+        mean = seconds / runs
         previous = self._seconds_per_run
         self._seconds_per_run = mean if previous is None else max(mean, previous / 4)
 
@@ -52,3 +51,8 @@ class Pace:
         """Group claimed runs in chunks of the size the pace calls for when each chunk is made."""
         while chunk := list(itertools.islice(claimed, self.chunk_size())):
             yield chunk
+
+
+def seconds_taken(outcomes: Sequence[Outcome]) -> float:
+    """The time runs took in all, each from its start to its end: what :meth:`Pace.measure` takes."""
+    return sum((outcome.finished_at - outcome.started_at).total_seconds() for outcome in outcomes)

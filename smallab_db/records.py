@@ -136,6 +136,26 @@ class Verdict:
     fate: Fate
 
 
+@dataclass(slots=True)
+class StoredRuns:
+    """Runs that completed and that the worker which ran them stored, handed back by id alone: nothing else of them
+    is needed (no hook takes their result), and ids cost next to nothing to send, where outcomes cost more to pickle
+    than trivial runs take."""
+
+    run_ids: list[int]
+
+
+@dataclass(slots=True)
+class ChunkReport:
+    """What a worker hands back for a chunk of runs: the outcomes the calling process still has to handle, the runs
+    it stored itself with nothing more to say, and what the chunk took, for the pace."""
+
+    outcomes: list[Outcome]
+    stored: StoredRuns
+    runs: int  # how many runs the chunk held
+    seconds: float  # the time they took, from each one's start to its end
+
+
 @dataclass(frozen=True)
 class ImportedRun:
     """A completed run brought in from a folder tree."""

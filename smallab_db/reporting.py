@@ -6,6 +6,7 @@ import pickle
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
@@ -54,6 +55,11 @@ class Reporter:
                 verdict.outcome.result_pickle = None
         self._queue.put(verdicts)
 
+    def deliver_completed(self, runs: list[tuple[int, Specification]]) -> None:
+        """Queue ``(run_id, specification)`` of runs completed and stored by a worker, whose results no hook takes
+        (see :class:`smallab_db.records.StoredRuns`)."""
+        self._queue.put(_Completed(runs))
+
     def close(self) -> None:
         """Report every queued verdict and stop the thread."""
         self._queue.put(_STOP)
@@ -61,9 +67,13 @@ class Reporter:
 
     def _work(self) -> None:
         while (verdicts := self._queue.get()) is not _STOP:
-            assert isinstance(verdicts, list)
-            for verdict in verdicts:
-                self._report(verdict)
+            if isinstance(verdicts, _Completed):
+                self._tally.add_completed(verdicts.runs)
+                self._progress.update(len(verdicts.runs))
+            else:
+                assert isinstance(verdicts, list)
+                for verdict in verdicts:
+                    self._report(verdict)
             if not self._progress.disable:
                 self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}")
 
@@ -89,3 +99,10 @@ class Reporter:
             return
         with tqdm.external_write_mode():
             self._hooks.call(hook, *arguments)
+
+
+@dataclass(slots=True)
+class _Completed:
+    """Runs completed and stored by a worker, queued to be reported."""
+
+    runs: list[tuple[int, Specification]]

@@ -43,9 +43,17 @@ class Tally:
         outcome = verdict.outcome
         assert outcome.specification is not None, "the runner adds each outcome's specification"
         stored = verdict.fate in (Fate.STORED, Fate.STORED_AS_FAILURE)
-        entry = _Entry(outcome.specification, outcome.raised() if outcome.failed else None, stored)
-        self._count(self._latest.get(outcome.run_id), -1)
-        self._latest[outcome.run_id] = entry
+        self._put(outcome.run_id, _Entry(outcome.specification, outcome.raised() if outcome.failed else None, stored))
+
+    def add_completed(self, runs: list[tuple[int, Specification]]) -> None:
+        """Count ``(run_id, specification)`` of runs completed and stored, replacing earlier verdicts of the same
+        runs."""
+        for run_id, specification in runs:
+            self._put(run_id, _Entry(specification, None, True))
+
+    def _put(self, run_id: int, entry: _Entry) -> None:
+        self._count(self._latest.get(run_id), -1)
+        self._latest[run_id] = entry
         self._count(entry, 1)
 
     def summary(self) -> RunSummary:

@@ -7,8 +7,10 @@ starts are left out of the garbage collector's passes while it runs, and put bac
 from __future__ import annotations
 
 import fcntl
+import functools
 import gc
 import os
+import pickle
 import signal
 import sqlite3
 import threading
@@ -25,10 +27,15 @@ from sqlalchemy.dialects import sqlite
 
 from smallab_db import ExperimentRunner, heap, registration, worker_writes
 from smallab_db.bulk import fetched, sqlite_timestamp
-from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace
-from smallab_db.records import Outcome, utc_now
+from smallab_db.experiment import Specification
+from smallab_db.joblib_dispatch import execute_chunk
+from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace, seconds_taken
+from smallab_db.records import Fate, Outcome, Owner, Verdict, utc_now
+from smallab_db.reporting import Reporter
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
+from smallab_db.summary import Tally
+from smallab_db.worker_writes import LinkOf, RunLink
 from smallab_db.write_turns import LOCK_SUFFIX
 
 
@@ -69,33 +76,34 @@ def test_both_ways_of_registering_find_the_same_runs(
     assert stored == expected
 
 
-def outcomes_taking(seconds: float, count: int) -> list[Outcome]:
-    """Outcomes of ``count`` runs that each took ``seconds``."""
-    start = utc_now()
-    return [Outcome(run_id, start, start + timedelta(seconds=seconds)) for run_id in range(count)]
-
-
 def test_chunks_start_with_one_run_grow_with_fast_runs_and_shrink_at_once_for_slow_ones() -> None:
     pace = Pace()
     assert pace.chunk_size() == 1  # nothing measured: one run per chunk
-    pace.measure(outcomes_taking(0.000_01, 1))
+    pace.measure(1, 0.000_01)
     assert pace.chunk_size() == MAX_CHUNK
-    pace.measure(outcomes_taking(0.01, 10))
+    pace.measure(10, 0.1)
     assert pace.chunk_size() == round(CHUNK_SECONDS / 0.01)
-    pace.measure(outcomes_taking(1.0, 1))
+    pace.measure(1, 1.0)
     assert pace.chunk_size() == 1  # a slow run: single runs at once
     sizes = []
     for _ in range(8):
-        pace.measure(outcomes_taking(0.000_01, 1))
+        pace.measure(1, 0.000_01)
         sizes.append(pace.chunk_size())
     assert sizes == sorted(sizes) and sizes[0] < 4 and sizes[-1] == MAX_CHUNK  # grows back step by step
 
 
 def test_a_chunk_s_worth_of_work_is_what_its_size_holds() -> None:
     pace = Pace()
-    pace.measure(outcomes_taking(0.002, 5))
+    pace.measure(5, 5 * 0.002)
     size = pace.chunk_size()
     assert size * 0.002 <= CHUNK_SECONDS < (size + 1) * 0.002
+
+
+def test_the_time_a_chunk_took_is_the_sum_of_its_runs_times() -> None:
+    start = utc_now()
+    outcomes = [Outcome(run_id, start, start + timedelta(seconds=0.25 * run_id)) for run_id in range(4)]
+    assert seconds_taken(outcomes) == pytest.approx(1.5)
+    assert seconds_taken([]) == 0
 
 
 def test_workers_store_the_outcomes_of_short_runs_only() -> None:
@@ -103,9 +111,9 @@ def test_workers_store_the_outcomes_of_short_runs_only() -> None:
     the calling process stores longer ones, and the first chunk's, before the pace is known."""
     pace = Pace()
     assert not pace.runs_are_short()
-    pace.measure(outcomes_taking(WORKERS_STORE_BELOW_SECONDS / 10, 100))
+    pace.measure(100, 100 * WORKERS_STORE_BELOW_SECONDS / 10)
     assert pace.runs_are_short()
-    pace.measure(outcomes_taking(WORKERS_STORE_BELOW_SECONDS * 10, 2))
+    pace.measure(2, 2 * WORKERS_STORE_BELOW_SECONDS * 10)
     assert not pace.runs_are_short()
 
 
@@ -337,6 +345,86 @@ def test_outcomes_a_worker_cannot_store_are_stored_by_the_calling_process(tmp_pa
         get_reusable_executor().shutdown(wait=True)
     assert len(summary.completed) == 6 and len(summary.failed) == 6
     assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(12)}
+
+
+def slow_odd_fails(specification: dict[str, int]) -> dict[str, int]:
+    time.sleep(0.002)
+    return odd_fails(specification)
+
+
+def claimed_runs(path: Path, count: int) -> tuple[ExperimentRunner, LinkOf, list[tuple[int, Specification]]]:
+    """A runner whose batch holds runs for seeds 0…count-1, all claimed, and the link a worker runs them with."""
+    runner = ExperimentRunner(path)
+    batch_id = runner.store.ensure_batch("b")
+    runner.store.register(batch_id, list(hashed([{"seed": seed} for seed in range(count)])), rerun_all=False)
+    owner = Owner(lease_seconds=600)
+    return runner, functools.partial(RunLink, runner.url, token=owner.token), runner.store.claim(batch_id, owner, count)
+
+
+def test_a_worker_hands_back_the_completed_runs_it_stored_by_id_and_the_failures_as_light_outcomes(
+    tmp_path: Path,
+) -> None:
+    runner, link, claimed = claimed_runs(tmp_path / "chunk.db", 6)
+    with runner:
+        report = execute_chunk(slow_odd_fails, link, claimed, store_here=True, keep_results=False)
+        stored = statuses(runner)
+    assert report.stored.run_ids == [run_id for run_id, specification in claimed if specification["seed"] % 2 == 0]
+    odd = [run_id for run_id, specification in claimed if specification["seed"] % 2]
+    assert [outcome.run_id for outcome in report.outcomes] == odd
+    for outcome in report.outcomes:
+        assert outcome.fate is Fate.STORED and outcome.error_type == "ValueError"
+        assert outcome.output is None and outcome.result_pickle is None
+    assert report.runs == 6 and 6 * 0.002 <= report.seconds < 60
+    assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(6)}
+
+
+def test_a_worker_hands_back_whole_outcomes_when_a_hook_needs_the_results_or_it_does_not_store(
+    tmp_path: Path,
+) -> None:
+    runner, link, claimed = claimed_runs(tmp_path / "chunk.db", 4)
+    with runner:
+        for_a_hook = execute_chunk(odd_fails, link, claimed[:2], store_here=True, keep_results=True)
+        not_stored = execute_chunk(odd_fails, link, claimed[2:], store_here=False, keep_results=False)
+        stored = statuses(runner)
+    assert for_a_hook.stored.run_ids == [] and not_stored.stored.run_ids == []
+    assert [outcome.fate for outcome in for_a_hook.outcomes] == [Fate.STORED, Fate.STORED]
+    assert pickle.loads(for_a_hook.outcomes[0].result_pickle or b"") == {"seed": 0}
+    assert [(outcome.fate, outcome.failed) for outcome in not_stored.outcomes] == [(None, False), (None, True)]
+    assert not_stored.outcomes[0].result_json is not None  # whole: the calling process stores it
+    assert stored == {0: ("completed", 1), 1: ("failed", 1), 2: ("running", 1), 3: ("running", 1)}
+
+
+def test_runs_workers_stored_by_id_count_in_the_summary_and_replace_an_earlier_verdict() -> None:
+    tally = Tally(completed_at_registration=[])
+    failed = Outcome(7, utc_now(), utc_now(), error_type="ValueError", exception=ValueError("first try"))
+    failed.specification = {"seed": 7}
+    tally.add(Verdict(failed, Fate.STORED))
+    tally.add_completed([(7, {"seed": 7}), (8, {"seed": 8})])
+    summary = tally.summary()
+    assert (tally.completed, tally.failed) == (2, 0)
+    assert summary.completed == [{"seed": 7}, {"seed": 8}] and summary.failed == [] and summary.exceptions == []
+
+
+def test_a_parallel_batch_of_short_runs_reports_what_workers_stored_by_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivered: list[int] = []
+    deliver_completed = Reporter.deliver_completed
+
+    def counting(reporter: Reporter, runs: list[tuple[int, Specification]]) -> None:
+        delivered.extend(run_id for run_id, _ in runs)
+        deliver_completed(reporter, runs)
+
+    monkeypatch.setattr(Reporter, "deliver_completed", counting)
+    with ExperimentRunner(tmp_path / "ids.db") as runner:
+        specifications = [{"seed": seed} for seed in range(400)]
+        summary = runner.run("b", specifications, odd_fails, num_parallel=2, show_progress=False)
+        stored = statuses(runner)
+    # by id: completed runs of the chunks after the first ones (before the pace says runs are short), each once
+    assert 0 < len(delivered) == len(set(delivered)) <= 200
+    assert sorted(specification["seed"] for specification in summary.completed) == list(range(0, 400, 2))
+    assert sorted(specification["seed"] for specification in summary.failed) == list(range(1, 400, 2))
+    assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(400)}
 
 
 def test_a_call_with_nothing_left_to_run_takes_no_write_turn(tmp_path: Path) -> None:
