@@ -144,10 +144,11 @@ class BatchRun:
         interrupted = False
         first_failure: Outcome | None = None
         try:
-            for outcome in outcomes:
-                if isinstance(outcome, StoredRuns):
-                    reporter.deliver_completed(claims.finish_all(outcome.run_ids))
+            for item in outcomes:
+                if isinstance(item, StoredRuns):
+                    reporter.deliver_completed(claims.finish_all(item.run_ids))
                     continue
+                outcome = item
                 outcome.specification = claims.finish(outcome.run_id)
                 if outcome.fate is None:
                     recorder.submit(outcome)

@@ -59,8 +59,8 @@ def outcomes(
             on its cluster without joblib (see :mod:`smallab_db.dask_dispatch`).
         stop_at_first_failure: run nothing past the first failure: workers get runs in waves of one each, the next
             wave once the last has returned with no failure.
-        keep_results: outcomes that workers stored (their ``fate`` is set) come back with their result; else
-            without.
+        keep_results: outcomes that workers stored (their ``fate`` is set) come back with their result; else the
+            completed ones come as :class:`StoredRuns` and the others without their result.
     """
     if num_parallel == 1 and backend is None:
         for run_id, specification in claims:

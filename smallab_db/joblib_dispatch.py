@@ -114,7 +114,7 @@ def execute_chunk(
     back whole, to be stored by the calling process, as do all of them without ``store_here``.
     """
     outcomes = [execute(main, link(run_id), specification, in_worker=True) for run_id, specification in chunk]
-    report = ChunkReport(outcomes, StoredRuns([]), len(outcomes), seconds_taken(outcomes))
+    report = ChunkReport(outcomes, StoredRuns([]), seconds_taken(outcomes))
     if not store_here or not outcomes:
         return report
     claimed = link(outcomes[0].run_id)  # the database and the claim token, shared by the chunk

@@ -55,4 +55,4 @@ class Pace:
 
 def seconds_taken(outcomes: Sequence[Outcome]) -> float:
     """The time runs took in all, each from its start to its end: what :meth:`Pace.measure` takes."""
-    return sum((outcome.finished_at - outcome.started_at).total_seconds() for outcome in outcomes)
+    return sum(((outcome.finished_at - outcome.started_at).total_seconds() for outcome in outcomes), 0.0)

@@ -152,8 +152,12 @@ class ChunkReport:
 
     outcomes: list[Outcome]
     stored: StoredRuns
-    runs: int  # how many runs the chunk held
-    seconds: float  # the time they took, from each one's start to its end
+    seconds: float  # the time the chunk's runs took, each from its start to its end
+
+    @property
+    def runs(self) -> int:
+        """How many runs the chunk held."""
+        return len(self.outcomes) + len(self.stored.run_ids)
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,13 @@ class Reporter:
         self._thread.join()
 
     def _work(self) -> None:
-        while (verdicts := self._queue.get()) is not _STOP:
-            if isinstance(verdicts, _Completed):
-                self._tally.add_completed(verdicts.runs)
-                self._progress.update(len(verdicts.runs))
+        while (item := self._queue.get()) is not _STOP:
+            if isinstance(item, _Completed):
+                self._tally.add_completed(item.runs)
+                self._progress.update(len(item.runs))
             else:
-                assert isinstance(verdicts, list)
-                for verdict in verdicts:
+                assert isinstance(item, list)
+                for verdict in item:
                     self._report(verdict)
             if not self._progress.disable:
                 self._progress.set_postfix_str(f"completed={self._tally.completed} failed={self._tally.failed}")

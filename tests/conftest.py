@@ -1,4 +1,5 @@
-"""Fixtures: a fresh SQLite file per test, and a fresh PostgreSQL database per test where the server runs."""
+"""Fixtures: a fresh SQLite file per test, and a fresh PostgreSQL database per test where the server runs; the ids of
+the runs that workers hand back by id."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 import private_postgres
 import pytest
 from processes import kill_all
+
+from smallab_db.experiment import Specification
+from smallab_db.reporting import Reporter
 
 TESTS = Path(__file__).resolve().parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,6 +35,21 @@ def _cli_bugs_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected exception in a CLI command propagates with its traceback, in-process and in the subprocesses
     that inherit the environment, instead of becoming the one ``Error: internal error`` line users see."""
     monkeypatch.setenv("SMALLAB_DB_DEBUG", "1")
+
+
+@pytest.fixture
+def handed_back_by_id(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the runs that workers completed, stored and handed back by id alone in this test, as the runner
+    reports them (see ``smallab_db.records.StoredRuns``)."""
+    handed_back: list[int] = []
+    deliver_completed = Reporter.deliver_completed
+
+    def recording(reporter: Reporter, runs: list[tuple[int, Specification]]) -> None:
+        handed_back.extend(run_id for run_id, _ in runs)
+        deliver_completed(reporter, runs)
+
+    monkeypatch.setattr(Reporter, "deliver_completed", recording)
+    return handed_back
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from smallab_db.experiment import Specification
 from smallab_db.joblib_dispatch import execute_chunk
 from smallab_db.pace import CHUNK_SECONDS, MAX_CHUNK, WORKERS_STORE_BELOW_SECONDS, Pace, seconds_taken
 from smallab_db.records import Fate, Outcome, Owner, Verdict, utc_now
-from smallab_db.reporting import Reporter
 from smallab_db.schema import runs
 from smallab_db.specification import hashed
 from smallab_db.summary import Tally
@@ -406,22 +405,17 @@ def test_runs_workers_stored_by_id_count_in_the_summary_and_replace_an_earlier_v
 
 
 def test_a_parallel_batch_of_short_runs_reports_what_workers_stored_by_id(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, handed_back_by_id: list[int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    delivered: list[int] = []
-    deliver_completed = Reporter.deliver_completed
-
-    def counting(reporter: Reporter, runs: list[tuple[int, Specification]]) -> None:
-        delivered.extend(run_id for run_id, _ in runs)
-        deliver_completed(reporter, runs)
-
-    monkeypatch.setattr(Reporter, "deliver_completed", counting)
     with ExperimentRunner(tmp_path / "ids.db") as runner:
         specifications = [{"seed": seed} for seed in range(400)]
-        summary = runner.run("b", specifications, odd_fails, num_parallel=2, show_progress=False)
+        runner.on_specification_failure(None)
+        summary = runner.run("b", specifications, odd_fails, num_parallel=2, show_progress=True)
         stored = statuses(runner)
+    progress = capsys.readouterr().err
+    assert "400/400" in progress and "completed=200 failed=200" in progress
     # by id: completed runs of the chunks after the first ones (before the pace says runs are short), each once
-    assert 0 < len(delivered) == len(set(delivered)) <= 200
+    assert 0 < len(handed_back_by_id) == len(set(handed_back_by_id)) <= 200
     assert sorted(specification["seed"] for specification in summary.completed) == list(range(0, 400, 2))
     assert sorted(specification["seed"] for specification in summary.failed) == list(range(1, 400, 2))
     assert stored == {seed: ("completed" if seed % 2 == 0 else "failed", 1) for seed in range(400)}

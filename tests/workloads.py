@@ -99,9 +99,10 @@ class Marking(Experiment):
 class DiesOnSeed(Experiment):
     """Kills its own worker process for one seed: ``os._exit``, a segmentation fault, or SIGKILL."""
 
-    def __init__(self, seed: int, how: str) -> None:
+    def __init__(self, seed: int, how: str, pause: float = 0.05) -> None:
         self.seed = seed
         self.how = how
+        self.pause = pause  # what each other run takes
 
     def main(self, specification: dict[str, Any]) -> dict[str, Any]:
         if specification["seed"] == self.seed:
@@ -113,7 +114,7 @@ class DiesOnSeed(Experiment):
                 ctypes.string_at(0)
             if self.how == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.05)
+        time.sleep(self.pause)
         return {"seed": specification["seed"]}
 
 

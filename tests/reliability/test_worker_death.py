@@ -39,3 +39,24 @@ def test_a_dying_worker_fails_its_run_with_the_cause_and_the_batch_goes_on(sqlit
     assert all(by_seed[seed][1] in (1, 2) for seed in by_seed)  # runs in flight beside it ran again
     results = runner.results("dying")
     assert sorted(run["result"]["seed"] for run in results) == [seed for seed in range(12) if seed != 5]
+
+
+def test_a_worker_dying_among_short_runs_that_workers_store_fails_only_its_run(
+    sqlite_path: str, handed_back_by_id: list[int]
+) -> None:
+    """Workers store short runs themselves and hand the completed ones back by id: those finished before the death
+    are counted once and not run again; the runs in flight beside the dying one run again and complete."""
+    runner = ExperimentRunner(sqlite_path)
+    runner.on_specification_failure(None)
+    specifications = [{"seed": seed} for seed in range(4000)]
+    dies = DiesOnSeed(2500, "exit", pause=0)
+    summary = runner.run("dying", specifications, dies, num_parallel=2, show_progress=False)
+    assert summary.failed == [{"seed": 2500}]
+    assert sorted(spec["seed"] for spec in summary.completed) == [seed for seed in range(4000) if seed != 2500]
+    with sqlite3.connect(sqlite_path) as connection:
+        rows = connection.execute("SELECT id, json_extract(specification, '$.seed'), status, attempts FROM runs")
+        by_id = {run_id: (seed, status, attempts) for run_id, seed, status, attempts in rows}
+    assert by_id.pop(next(run_id for run_id, row in by_id.items() if row[0] == 2500))[1:] == ("failed", 2)
+    assert all(status == "completed" and attempts in (1, 2) for _, status, attempts in by_id.values())
+    assert handed_back_by_id and len(handed_back_by_id) == len(set(handed_back_by_id))
+    assert all(by_id[run_id][2] == 1 for run_id in handed_back_by_id)  # not run again
