@@ -5,16 +5,21 @@ Usage: python benchmarks/bench_many_runners.py [N ...]   (default 20000 100000)
 For each N, and for 1, 2, 4 and 8 runner processes started together on the same batch of N trivial experiments,
 prints the aggregate experiments/s (N over the time from the start signal until the last runner is done, imports
 excluded), its ratio to one serial runner, how evenly the runners shared the batch, and the largest peak memory of a
-runner. Every figure, the serial reference's too, is the best of ROUNDS rounds that take turns, so that a moment when
-the machine is busy elsewhere slows one round of one figure, not the ratio. The two default sizes tell the costs of
-starting together (one runner registers while the others wait, each runner's chunks grow from one run, the last
-chunks are shared) from the pace once every runner is running: those costs weigh on a batch of 20,000 trivial
-experiments, under a second of work, and hardly on one of 100,000.
+runner. The start signal reaches every runner at once: each waits to read a pipe whose writing end the benchmark
+then closes. Every figure, the serial reference's too, is the best of ROUNDS rounds that take turns, so that a
+moment when the machine is busy elsewhere slows one round of one figure, not the ratio; the median of the rounds'
+own ratios (each round measures the serial reference just before) is printed beside it, as a figure that one lucky
+round cannot move. The two default sizes tell the costs of starting together (one runner registers while the others
+wait, each runner's chunks grow from one run, the last chunks are shared) from the pace once every runner is
+running: those costs weigh on a batch of 20,000 trivial experiments, under a second of work, and hardly on one of
+100,000.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,17 +30,17 @@ ROUNDS = 5
 RUNNER_COUNTS = (1, 2, 4, 8)
 
 RUNNER = """
-import json, resource, sys, time
+import json, os, resource, sys
 from smallab_db import ExperimentRunner
 
 def trivial(specification):
     return {"x": specification["seed"]}
 
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, start_signal = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 runner = ExperimentRunner(path)
 specifications = [{"seed": seed} for seed in range(n)]
 print("ready", flush=True)
-sys.stdin.readline()
+os.read(start_signal, 1)  # returns when the benchmark closes the pipe's other end: every runner at once
 summary = runner.run("shared", specifications, trivial, show_progress=False)
 runner.close()
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -50,26 +55,33 @@ def run_together(folder: Path, processes: int, n: int) -> tuple[float, list[int]
     Path(path).unlink()
     script = folder / "runner.py"
     script.write_text(RUNNER)
-    children = [
-        subprocess.Popen(
-            [sys.executable, str(script), path, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(processes)
-    ]
+    start_signal, release = os.pipe()
+    try:
+        children = [
+            subprocess.Popen(
+                [sys.executable, str(script), path, str(n), str(start_signal)],
+                stdout=subprocess.PIPE,
+                text=True,
+                pass_fds=(start_signal,),
+            )
+            for _ in range(processes)
+        ]
+    finally:
+        os.close(start_signal)
     try:
         for child in children:
             assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         start = time.perf_counter()
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
+        os.close(release)
+        release = -1
         reports = []
         for child in children:
             assert child.stdout is not None
             reports.append(json.loads(child.stdout.readline()))
         elapsed = time.perf_counter() - start
     finally:
+        if release >= 0:
+            os.close(release)
         for child in children:
             child.kill()
             child.wait()
@@ -97,9 +109,13 @@ def measure(n: int) -> None:
     print(f"one serial runner: {serial:,.0f} experiments/s, N={n}, best of {ROUNDS}")
     for processes in RUNNER_COUNTS:
         rate, ran, peak_mb = max(rounds[processes])
+        paired = statistics.median(
+            measured[0] / reference for measured, reference in zip(rounds[processes], serial_rounds, strict=True)
+        )
         print(
             f"  {processes} runners: {rate:,.0f} experiments/s in all (best of {ROUNDS}), ratio to one serial runner "
-            f"{rate / serial:.2f}; runs each ran {min(ran)}..{max(ran)}; peak memory of a runner {peak_mb:,.0f} MB"
+            f"{rate / serial:.2f} (median of the rounds' ratios {paired:.2f}); runs each ran {min(ran)}..{max(ran)}; "
+            f"peak memory of a runner {peak_mb:,.0f} MB"
         )
 
 
