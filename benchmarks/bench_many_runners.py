@@ -12,7 +12,8 @@ own ratios (each round measures the serial reference just before) is printed bes
 round cannot move. The two default sizes tell the costs of starting together (one runner registers while the others
 wait, each runner's chunks grow from one run, the last chunks are shared) from the pace once every runner is
 running: those costs weigh on a batch of 20,000 trivial experiments, under a second of work, and hardly on one of
-100,000.
+100,000. Runs this short are executed a core at a time (see smallab_db/core_slots.py): with more runners than cores,
+most run one run or none, which "runs each ran" shows.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from smallab_db import dispatch, heap, run_output
 from smallab_db.claims import Claims
+from smallab_db.core_slots import CoreSlots, core_slots
 from smallab_db.execution import Runnable, RunTask
 from smallab_db.experiment import Specification
 from smallab_db.hooks.calling import HookCaller
@@ -93,10 +94,13 @@ class BatchRun:
         if self.dashboard or isinstance(self.main, RunTask):
             display = ProgressDisplay(self.store, batch_id, self.name, progress, self.dashboard, self.run_name)
             display.start()
+        slots = core_slots(self.database) if dispatch.runs_here(self.num_parallel, self.backend) else None
         try:
-            while self._run_pending(batch_id, tally, progress, hooks):
+            while self._run_pending(batch_id, tally, progress, hooks, slots):
                 pass
         finally:
+            if slots is not None:  # also when Ctrl-C stopped the claims' own letting go
+                slots.let_go()
             if display is not None:
                 display.close()
             progress.close()
@@ -119,8 +123,11 @@ class BatchRun:
             "(continue_from_last_run=False runs them again)"
         )
 
-    def _run_pending(self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller) -> bool:
-        """Claim and run pending runs until none is left, storing and reporting each as it finishes.
+    def _run_pending(
+        self, batch_id: int, tally: Tally, progress: tqdm[Any], hooks: HookCaller, slots: CoreSlots | None
+    ) -> bool:
+        """Claim and run pending runs until none is left, storing and reporting each as it finishes; while runs are
+        short, only holding one of ``slots``.
 
         Returns:
             Whether claims this call did not know of were found held at the end (their taking committed while the
@@ -133,7 +140,9 @@ class BatchRun:
         )
         recorder = Recorder(self.store, owner, on_verdicts=reporter.deliver)
         parallelism = self.num_parallel or os.cpu_count() or 1
-        claims = Claims(self.store, batch_id, owner, parallelism, keeper.renew, claim_with=recorder.store_with)
+        claims = Claims(
+            self.store, batch_id, owner, parallelism, keeper.renew, claim_with=recorder.store_with, slots=slots
+        )
         keeper.start()
         link = functools.partial(RunLink, self.database, token=owner.token)
         keep_results = self.hooks.on_specification_complete is not None

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from smallab_db.core_slots import SHORT_RUN_SECONDS, CoreSlots
 from smallab_db.experiment import Specification
 from smallab_db.records import Owner
 from smallab_db.store import RunStore
@@ -27,7 +28,8 @@ class Claims:
     Runs it hands out stay "in flight" until :meth:`finish`; :meth:`release` returns in-flight and unhanded
     claims to pending. Before handing out a claimed run it makes sure the claim was confirmed (taken or renewed)
     within the last two thirds of the lease, renewing it through ``renew`` if not, so that after a stall (a
-    suspended machine) it never starts a run another runner has reclaimed meanwhile.
+    suspended machine) it never starts a run another runner has reclaimed meanwhile. With ``slots``, while runs are
+    short it claims only holding a core slot (see :mod:`smallab_db.core_slots`).
     """
 
     def __init__(
@@ -38,12 +40,14 @@ class Claims:
         parallelism: int,
         renew: Callable[[], set[int]],
         claim_with: Callable[[Callable[[Callable[[], None]], Claimed]], Claimed] = lambda claim: claim(lambda: None),
+        slots: CoreSlots | None = None,
     ) -> None:
         self._store = store
         self._claim_with = claim_with  # makes each claim: a recorder stores what it holds in the claim's write turn
         self._batch_id = batch_id
         self._owner = owner
         self._renew = renew
+        self._slots = slots
         self._min_chunk = max(1, parallelism)
         self._buffer: deque[tuple[int, Specification]] = deque()
         self._in_flight: dict[int, Specification] = {}
@@ -51,6 +55,8 @@ class Claims:
         self._started = time.monotonic()
         self._claiming_seconds = 0.0  # spent claiming, waiting for the write turn included: not the runs' pace
         self._confirmed_at = self._started
+        self._chunk_claimed_at = self._started  # when the last chunk's claim ended
+        self._chunk_runs = 0  # how many runs it held
         self._lock = threading.Lock()  # guards the buffer and the runs in flight, for a moment each time
         self._taking = threading.Lock()  # held while a run is taken, claiming or renewing first if need be
 
@@ -60,10 +66,12 @@ class Claims:
                 if self._buffer and time.monotonic() - self._confirmed_at > self._owner.lease_seconds * 2 / 3:
                     self.retain(self._renew())
                 if not self._buffer:
+                    self._hold_a_core_while_runs_are_short()
                     claimed = self._claim_more()
                     with self._lock:
                         self._buffer.extend(claimed)
-                        self._confirmed_at = time.monotonic()
+                        self._confirmed_at = self._chunk_claimed_at = time.monotonic()
+                        self._chunk_runs = len(claimed)
                 with self._lock:
                     if not self._buffer:
                         return
@@ -109,6 +117,8 @@ class Claims:
             known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()
             self._buffer.clear()
+            if self._slots is not None:
+                self._slots.let_go()
         return self._store.release(self._owner, unstarted) - known
 
     def _claim_more(self) -> Claimed:
@@ -126,8 +136,33 @@ class Claims:
             )
         if not claimed and self._store.reclaim_abandoned(self._batch_id, self._owner):
             claimed = self._store.claim(self._batch_id, self._owner, self._chunk_size())
+        if not claimed and self._slots is not None:
+            self._slots.let_go()
         self._claiming_seconds += time.monotonic() - began
         return claimed
+
+    def _hold_a_core_while_runs_are_short(self) -> None:
+        """Before claiming more: hold a core slot while runs are short, waiting while other runners hold every slot,
+        and let go of it once they are not (see :mod:`smallab_db.core_slots`); the wait counts as time spent
+        claiming, not as the runs'. Having waited in vain, it claims without a slot for the rest of the call."""
+        if self._slots is None:
+            return
+        if not self._runs_are_short():
+            self._slots.let_go()
+            return
+        began = time.monotonic()
+        if not self._slots.take(lambda: self._store.claim_outlook(self._batch_id, self._owner).pending):
+            self._slots = None
+        self._claiming_seconds += time.monotonic() - began
+
+    def _runs_are_short(self) -> bool:
+        """Whether the runs of the last chunk, all run by now, took under :data:`SHORT_RUN_SECONDS` each on
+        average, from the end of its claim to now; before the first chunk, whether the batch's latest completed
+        runs did."""
+        if self._chunk_runs:
+            return time.monotonic() - self._chunk_claimed_at < SHORT_RUN_SECONDS * self._chunk_runs
+        latest = self._store.latest_run_seconds(self._batch_id)
+        return latest is not None and latest < SHORT_RUN_SECONDS
 
     def _least_share(self) -> int:
         """The fewest runs to claim when runners share what is left of a batch: :data:`LEAST_SHARE_SECONDS` of

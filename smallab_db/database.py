@@ -60,6 +60,15 @@ def resolve_url(database: str | os.PathLike[str] | URL | None = None) -> URL:
     return url
 
 
+def beside_sqlite_file(url: URL, suffix: str) -> str | None:
+    """The path of a file beside a SQLite database file: its path followed by ``suffix``; None for PostgreSQL, and
+    for SQLite in memory or given as a ``file:`` URI."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database + suffix
+
+
 def describe(url: URL) -> str:
     """Name a database for messages: the file path for SQLite, else the URL without its password."""
     if url.get_backend_name() == "sqlite" and url.database:
@@ -247,6 +256,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA wal_autocheckpoint = 0")  # a store checkpoints after its write turns: see wal_checkpoints
     cursor.close()
 
 

@@ -34,6 +34,11 @@ def check_backend(backend: Any) -> None:
         raise UsageError(f"backend must be None or a joblib backend, one of {known}, but got {backend!r}")
 
 
+def runs_here(num_parallel: int | None, backend: str | None) -> bool:
+    """Whether :func:`outcomes` executes the runs in the calling thread, one at a time."""
+    return num_parallel == 1 and backend is None
+
+
 def outcomes(
     main: Runnable,
     claims: Claims,
@@ -62,7 +67,7 @@ def outcomes(
         keep_results: outcomes that workers stored (their ``fate`` is set) come back with their result; else the
             completed ones come as :class:`StoredRuns` and the others without their result.
     """
-    if num_parallel == 1 and backend is None:
+    if runs_here(num_parallel, backend):
         for run_id, specification in claims:
             yield execute(main, link(run_id), specification, in_worker=False)
         return

@@ -74,6 +74,20 @@ class RunQueries:
         with self._reading() as connection:
             return connection.execute(query).scalar_one()
 
+    def latest_run_seconds(self, batch_id: int, runs_read: int = 16) -> float | None:
+        """Return the mean time the batch's latest completed runs took (up to ``runs_read`` of them), each from its
+        start to its end; None when none is completed with both times (an imported run may have none)."""
+        query = (
+            select(runs.c.started_at, runs.c.finished_at)
+            .where(runs.c.batch_id == batch_id, runs.c.status == COMPLETED)
+            .order_by(runs.c.id.desc())
+            .limit(runs_read)
+        )
+        with self._reading() as connection:
+            times = connection.execute(query).all()
+        spans = [(finished - started).total_seconds() for started, finished in times if started and finished]
+        return sum(spans) / len(spans) if spans else None
+
     def known_runs(self, batch_id: int, whole: bool) -> KnownRuns:
         """Return what registering needs to know of the batch's runs beforehand: all of them, read in one pass, if
         ``whole``; else none (registering then looks each hash up)."""

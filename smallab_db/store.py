@@ -40,6 +40,7 @@ from smallab_db.store_statements import (
     requeued_statuses,
 )
 from smallab_db.transient import retry_transient
+from smallab_db.wal_checkpoints import WalCheckpoints
 from smallab_db.write_turns import WriteTurns
 
 T = TypeVar("T")
@@ -55,7 +56,8 @@ class RunStore(RunQueries):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._turns = WriteTurns(engine.url)
+        checkpoints = WalCheckpoints(engine) if engine.dialect.name == "sqlite" else None
+        self._turns = WriteTurns(engine.url, checkpoints.after_write if checkpoints else lambda: None)
         self._load_json = json_loader(engine.dialect)
         self._clock = LeaseClock(server=engine.dialect.name == "postgresql")
         self._statements = StoreStatements(engine.dialect, self._clock)

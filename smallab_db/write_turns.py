@@ -18,10 +18,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import URL
+
+from smallab_db.database import beside_sqlite_file
 
 LOCK_SUFFIX = "-lock"
 
@@ -30,10 +32,11 @@ class WriteTurns:
     """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file. The thread
     holding the turn may take it again: several writes can share one turn."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, after_turn: Callable[[], None] = lambda: None) -> None:
+        self._after_turn = after_turn  # called once a turn is let go, when nothing in it raised
         self._thread_lock = threading.Lock()
         self._holder: int | None = None  # the thread holding the turn
-        self._lock_path = _lock_path(url)
+        self._lock_path = beside_sqlite_file(url, LOCK_SUFFIX)
 
     def held_here(self) -> bool:
         """Whether the calling thread holds the turn."""
@@ -58,6 +61,7 @@ class WriteTurns:
             finally:
                 if descriptor is not None:
                     os.close(descriptor)  # which releases the lock: no descriptor stays open between writes
+        self._after_turn()
 
     def _open_lock_file(self) -> int | None:
         if self._lock_path is None:
@@ -74,12 +78,3 @@ class WriteTurns:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError:  # a file system without flock: SQLite's locking alone
             pass
-
-
-def _lock_path(url: URL) -> str | None:
-    """The lock file of a SQLite database file; None for PostgreSQL, which queues writers itself, and for SQLite
-    in memory or given as a ``file:`` URI."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database + LOCK_SUFFIX
