@@ -55,23 +55,23 @@ class CoreSlots:
     def take(self, left: Callable[[], int]) -> bool:
         """Take a free slot, waiting while other runners hold every one; return whether a slot is held.
 
-        It stops waiting, without a slot, once ``left()`` (how many runs are left to claim, asked every
-        :data:`LOOK_SECONDS` while it waits) is 0 or the same as at the last look, and goes on without one when the
-        slots cannot be made or locked.
+        It stops waiting, without a slot, once ``left()`` (what is left to claim: the span of the pending runs' ids,
+        which shrinks as runners claim, asked every :data:`LOOK_SECONDS` while it waits) is 0 or the same as at the
+        last look, and goes on without one when the slots cannot be made or locked.
         """
         if self._descriptor is not None:
             return True
-        descriptors = self._open()
+        descriptors: list[int] = []
         try:
+            self._open(descriptors)
             self._wait_for_one(descriptors, left)
         except BaseException:  # Ctrl-C while waiting: even a slot just taken is let go
             self._descriptor = None
-            for descriptor in descriptors:
-                os.close(descriptor)
             raise
-        for descriptor in descriptors:
-            if descriptor != self._descriptor:
-                os.close(descriptor)
+        finally:
+            for descriptor in descriptors:
+                if descriptor != self._descriptor:
+                    os.close(descriptor)
         return self._descriptor is not None
 
     def let_go(self) -> None:
@@ -80,9 +80,9 @@ class CoreSlots:
             os.close(self._descriptor)  # which lets go of its lock
             self._descriptor = None
 
-    def _open(self) -> list[int]:
-        """A descriptor of each slot's file, made if need be; none when one cannot be made."""
-        descriptors: list[int] = []
+    def _open(self, descriptors: list[int]) -> None:
+        """Add a descriptor of each slot's file to ``descriptors``, making the files if need be; none when one cannot
+        be made."""
         try:
             self._paths[0].parent.mkdir(exist_ok=True)
             for path in self._paths:
@@ -90,8 +90,7 @@ class CoreSlots:
         except OSError:
             for descriptor in descriptors:
                 os.close(descriptor)
-            return []
-        return descriptors
+            descriptors.clear()
 
     def _wait_for_one(self, descriptors: list[int], left: Callable[[], int]) -> None:
         """Lock one of ``descriptors`` into ``_descriptor``, waiting as :meth:`take` says."""

@@ -256,7 +256,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA wal_autocheckpoint = 0")  # a store checkpoints after its write turns: see wal_checkpoints
+    cursor.execute("PRAGMA wal_autocheckpoint = 0")  # a store checkpoints between its write turns: see wal_checkpoints
     cursor.close()
 
 

@@ -57,7 +57,7 @@ class RunStore(RunQueries):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         checkpoints = WalCheckpoints(engine) if engine.dialect.name == "sqlite" else None
-        self._turns = WriteTurns(engine.url, checkpoints.after_write if checkpoints else lambda: None)
+        self._turns = WriteTurns(engine.url, checkpoints.before_write if checkpoints else lambda: None)
         self._load_json = json_loader(engine.dialect)
         self._clock = LeaseClock(server=engine.dialect.name == "postgresql")
         self._statements = StoreStatements(engine.dialect, self._clock)

@@ -3,12 +3,12 @@
 SQLite copies the log into the database (a checkpoint) in the commit that grows it past 1,000 pages, before that
 commit returns: inside the writer's turn, so every runner sharing the file waits for the copy. So smallab-db's
 connections turn that off (``PRAGMA wal_autocheckpoint = 0``, see :mod:`smallab_db.database`), and a store
-checkpoints once its write turn is let go, at most every :data:`CHECKPOINT_SECONDS`, in PASSIVE mode: the other
+checkpoints before it waits for a write turn, at most every :data:`CHECKPOINT_SECONDS`, in PASSIVE mode: the other
 runners go on writing meanwhile, and the log stays small, so that the last connection to close, which copies what is
 left, has little to do. The writer's own thread checkpoints, between two of its writes, so that the checkpoint
 completes and the next write starts the log over (a checkpointer thread racing the writes left it growing, 275 MB
-for 300,000 runs). Ctrl-C during a checkpoint makes the write before it look unfinished to its caller: written
-again, it is found stored by its own claim token.
+for 300,000 runs); and before a write, not after one, so that Ctrl-C during a checkpoint stops no write that
+committed before its caller learned so.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class WalCheckpoints:
         self._last = time.monotonic()
         self._checkpointing = threading.Lock()  # one thread of the store checkpoints at a time; the others go on
 
-    def after_write(self) -> None:
+    def before_write(self) -> None:
         """Checkpoint if the last checkpoint ended :data:`CHECKPOINT_SECONDS` ago or more. One that fails (another
         process is checkpointing, the disk is full) is left to the next write, or to the last connection's close."""
         if time.monotonic() - self._last < CHECKPOINT_SECONDS or not self._checkpointing.acquire(blocking=False):

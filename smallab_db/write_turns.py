@@ -32,8 +32,8 @@ class WriteTurns:
     """The turns of writers to one database: a lock of this process, and for a SQLite file, its lock file. The thread
     holding the turn may take it again: several writes can share one turn."""
 
-    def __init__(self, url: URL, after_turn: Callable[[], None] = lambda: None) -> None:
-        self._after_turn = after_turn  # called once a turn is let go, when nothing in it raised
+    def __init__(self, url: URL, before_turn: Callable[[], None] = lambda: None) -> None:
+        self._before_turn = before_turn  # called before a turn is waited for: Ctrl-C there stops no write midway
         self._thread_lock = threading.Lock()
         self._holder: int | None = None  # the thread holding the turn
         self._lock_path = beside_sqlite_file(url, LOCK_SUFFIX)
@@ -48,6 +48,7 @@ class WriteTurns:
         if self.held_here():
             yield
             return
+        self._before_turn()
         with self._thread_lock:
             descriptor = self._open_lock_file()
             try:
@@ -61,7 +62,6 @@ class WriteTurns:
             finally:
                 if descriptor is not None:
                     os.close(descriptor)  # which releases the lock: no descriptor stays open between writes
-        self._after_turn()
 
     def _open_lock_file(self) -> int | None:
         if self._lock_path is None:
