@@ -99,7 +99,7 @@ class BatchRun:
             while self._run_pending(batch_id, tally, progress, hooks, slots):
                 pass
         finally:
-            if slots is not None:  # also when Ctrl-C stopped the claims' own letting go
+            if slots is not None:  # held until now, or let go already when the claims found nothing left
                 slots.let_go()
             if display is not None:
                 display.close()

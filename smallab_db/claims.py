@@ -117,8 +117,6 @@ class Claims:
             known = len(unstarted) + len(self._in_flight)
             self._in_flight.clear()
             self._buffer.clear()
-            if self._slots is not None:
-                self._slots.let_go()
         return self._store.release(self._owner, unstarted) - known
 
     def _claim_more(self) -> Claimed:

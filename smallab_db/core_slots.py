@@ -48,10 +48,6 @@ class CoreSlots:
         self._paths = [folder / str(core) for core in cores]
         self._descriptor: int | None = None  # open while a slot is held
 
-    def held(self) -> bool:
-        """Whether this runner holds a slot."""
-        return self._descriptor is not None
-
     def take(self, left: Callable[[], int]) -> bool:
         """Take a free slot, waiting while other runners hold every one; return whether a slot is held.
 

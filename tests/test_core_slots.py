@@ -220,13 +220,15 @@ def test_no_core_slots_without_a_database_file(url: str) -> None:
 
 
 def test_slots_are_the_cores_this_process_may_run_on(tmp_path: Path) -> None:
-    slots = core_slots(make_url(f"sqlite:///{tmp_path / 'slots.db'}"))
+    database = tmp_path / "slots.db"
+    slots = core_slots(make_url(f"sqlite:///{database}"))
     assert slots is not None and slots.take(lambda: 1)
+    assert first_slot(database) == "held"
     assert {path.name for path in (tmp_path / f"slots.db{CORES_SUFFIX}").iterdir()} == {
         str(core) for core in os.sched_getaffinity(0)
     }
     slots.let_go()
-    assert not slots.held()
+    assert first_slot(database) == "free"
 
 
 def test_two_runners_of_one_process_exclude_each_other(tmp_path: Path) -> None:
