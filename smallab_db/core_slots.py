@@ -10,7 +10,8 @@ slot is an advisory lock (``flock``) on the file ``<database>-cores/<core number
 runner closes it, exits or is killed. A runner stops waiting, and claims without a slot for the rest of its call,
 once its batch made no progress for :data:`LOOK_SECONDS` (the slots' holders are stopped with Ctrl-Z, or run
 another batch) or the slots cannot be made (a read-only folder) or locked. PostgreSQL's runners, on several
-machines, take no slot.
+machines, take no slot. A child forked without exec (a multiprocessing pool an experiment starts) shares the open
+file that holds the lock, so it closes its copy at once: the slot stays its parent's alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class CoreSlots:
     def __init__(self, folder: Path, cores: Sequence[int]) -> None:
         self._paths = [folder / str(core) for core in cores]
         self._descriptor: int | None = None  # open while a slot is held
+        _every_slots.add(self)
 
     def take(self, left: Callable[[], int]) -> bool:
         """Take a free slot, waiting while other runners hold every one; return whether a slot is held.
@@ -74,6 +77,13 @@ class CoreSlots:
         """Let go of the slot held, if any."""
         if self._descriptor is not None:
             os.close(self._descriptor)  # which lets go of its lock
+            self._descriptor = None
+
+    def _forget(self) -> None:
+        """In a forked child: close its copy of the held slot's descriptor, which leaves the lock to the parent (a
+        lock on an open file lasts until every descriptor of it is closed)."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
             self._descriptor = None
 
     def _open(self, descriptors: list[int]) -> None:
@@ -108,3 +118,14 @@ class CoreSlots:
                     return
                 seen, looked_at = now_left, time.monotonic()
             time.sleep(POLL_SECONDS)
+
+
+_every_slots: weakref.WeakSet[CoreSlots] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for slots in list(_every_slots):
+        slots._forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

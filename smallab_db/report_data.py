@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from smallab_db.experiment import Result, Specification
 from smallab_db.queries import RunQueries
 from smallab_db.records import stored_utc
 from smallab_db.results import duration_seconds
@@ -184,7 +185,7 @@ def _note_value(data: ReportData, key: str, value: str) -> None:
             del data.effects[effect]
 
 
-def _note_results(data: ReportData, specification: dict[str, Any], result: dict[str, Any]) -> None:
+def _note_results(data: ReportData, specification: Specification, result: Result) -> None:
     for name, value in result.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             continue

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 _started: list[subprocess.Popen[Any]] = []
+_forked: list[int] = []  # the process ids of children forked without exec
 
 
 def spawn(command: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
@@ -44,6 +45,26 @@ def run(
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def fork_waiting() -> int:
+    """Fork a child without exec, as ``multiprocessing`` does, that waits, running nothing, until it is killed (when
+    the test ends); return its process id once the child runs (the fork's handlers in the child have run)."""
+    running, says_running = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test
+        try:
+            os.write(says_running, b"r")
+            signal.pause()
+        finally:
+            os._exit(0)
+    _forked.append(pid)
+    os.close(says_running)
+    try:
+        assert os.read(running, 1) == b"r"
+    finally:
+        os.close(running)
+    return pid
+
+
 def kill_group(process: subprocess.Popen[Any], signal_number: int = signal.SIGKILL) -> None:
     """Send a signal to a spawned process and every process in its group."""
     try:
@@ -53,7 +74,12 @@ def kill_group(process: subprocess.Popen[Any], signal_number: int = signal.SIGKI
 
 
 def kill_all() -> None:
-    """Kill every process group started since the last call (thawing stopped ones first) and reap the leaders."""
+    """Kill every process group started since the last call (thawing stopped ones first) and reap the leaders, and
+    every forked child."""
+    while _forked:
+        pid = _forked.pop()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     while _started:
         process = _started.pop()
         kill_group(process, signal.SIGCONT)

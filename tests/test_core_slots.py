@@ -5,7 +5,6 @@ real processes holding the real locks of ``<database>-cores``."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import processes
 import pytest
+from file_locks import lock_state
 from sqlalchemy.engine import make_url
 
 from smallab_db import ExperimentRunner
@@ -75,14 +75,7 @@ def hold_every_slot(database: Path) -> subprocess.Popen[str]:
 
 def first_slot(database: Path) -> str:
     """Whether the slot of the first core is "held" (by any open file: one of this process too) or "free"."""
-    descriptor = os.open(Path(f"{database}{CORES_SUFFIX}") / str(min(os.sched_getaffinity(0))), os.O_RDWR)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return "held"
-    finally:
-        os.close(descriptor)  # which lets go of the lock, if it took it
-    return "free"
+    return lock_state(Path(f"{database}{CORES_SUFFIX}") / str(min(os.sched_getaffinity(0))))
 
 
 def run_times(database: Path) -> list[tuple[datetime, datetime]]:
@@ -239,3 +232,15 @@ def test_two_runners_of_one_process_exclude_each_other(tmp_path: Path) -> None:
     first.let_go()
     assert second.take(lambda: 1)
     second.let_go()
+
+
+def test_a_child_forked_while_a_slot_is_held_leaves_the_slot_to_its_parent(tmp_path: Path) -> None:
+    """A child forked without exec (a pool an experiment starts) shares the open file that holds the slot: it closes
+    its copy, so the slot is free once its runner lets go, not once the child exits."""
+    database = tmp_path / "slots.db"
+    slots = CoreSlots(Path(f"{database}{CORES_SUFFIX}"), [min(os.sched_getaffinity(0))])
+    assert slots.take(lambda: 1)
+    processes.fork_waiting()  # lives until the test ends
+    assert first_slot(database) == "held"
+    slots.let_go()
+    assert first_slot(database) == "free"

@@ -20,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import processes
 import pytest
 import sqlalchemy as sa
+from file_locks import lock_state
 from joblib.externals.loky import get_reusable_executor
 from sqlalchemy.dialects import sqlite
 
@@ -35,7 +37,7 @@ from smallab_db.schema import runs
 from smallab_db.specification import hashed
 from smallab_db.summary import Tally
 from smallab_db.worker_writes import LinkOf, RunLink
-from smallab_db.write_turns import LOCK_SUFFIX
+from smallab_db.write_turns import LOCK_SUFFIX, WriteTurns
 
 
 def square(specification: dict[str, int]) -> dict[str, int]:
@@ -202,6 +204,30 @@ def test_ctrl_c_stops_a_writer_waiting_for_its_turn_and_leaves_the_lock_file_clo
             assert waiting.is_set()
             assert len(lock_files_open(database)) == 1  # this test's own
         assert statuses(runner)[1] == ("failed", 1)
+
+
+def test_a_child_forked_during_a_write_turn_leaves_the_turn_to_its_parent(tmp_path: Path) -> None:
+    """A child forked without exec (a pool an experiment starts) while a thread of its parent writes shares the lock
+    file's open file: it closes its copy, so the turn ends when the writer leaves it, not when the child exits."""
+    database = tmp_path / "forked.db"
+    turns = WriteTurns(sa.make_url(f"sqlite:///{database}"))
+    in_turn, leave = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with turns.turn():
+            in_turn.set()
+            leave.wait(60)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert in_turn.wait(60)
+        processes.fork_waiting()  # lives until the test ends
+        assert lock_state(f"{database}{LOCK_SUFFIX}") == "held"
+    finally:
+        leave.set()
+        writer.join(60)
+    assert lock_state(f"{database}{LOCK_SUFFIX}") == "free"
 
 
 def test_a_lock_file_that_cannot_be_opened_leaves_sqlite_s_locking_alone(tmp_path: Path) -> None:
