@@ -10,8 +10,7 @@ slot is an advisory lock (``flock``) on the file ``<database>-cores/<core number
 runner closes it, exits or is killed. A runner stops waiting, and claims without a slot for the rest of its call,
 once its batch made no progress for :data:`LOOK_SECONDS` (the slots' holders are stopped with Ctrl-Z, or run
 another batch) or the slots cannot be made (a read-only folder) or locked. PostgreSQL's runners, on several
-machines, take no slot. A child forked without exec (a multiprocessing pool an experiment starts) shares the open
-file that holds the lock, so it closes its copy at once: the slot stays its parent's alone.
+machines, take no slot. A child forked without exec does not keep a slot (see :mod:`smallab_db.lock_files`).
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
 from smallab_db.database import beside_sqlite_file
+from smallab_db.lock_files import LockFile
 
 CORES_SUFFIX = "-cores"
 SHORT_RUN_SECONDS = 0.001  # runs shorter than this, on average, take a core slot
@@ -48,8 +47,7 @@ class CoreSlots:
 
     def __init__(self, folder: Path, cores: Sequence[int]) -> None:
         self._paths = [folder / str(core) for core in cores]
-        self._descriptor: int | None = None  # open while a slot is held
-        _every_slots.add(self)
+        self._held: LockFile | None = None  # open while a slot is held
 
     def take(self, left: Callable[[], int]) -> bool:
         """Take a free slot, waiting while other runners hold every one; return whether a slot is held.
@@ -58,59 +56,51 @@ class CoreSlots:
         which shrinks as runners claim, asked every :data:`LOOK_SECONDS` while it waits) is 0 or the same as at the
         last look, and goes on without one when the slots cannot be made or locked.
         """
-        if self._descriptor is not None:
+        if self._held is not None:
             return True
-        descriptors: list[int] = []
+        slots: list[LockFile] = []
         try:
-            self._open(descriptors)
-            self._wait_for_one(descriptors, left)
+            self._open_all(slots)
+            self._wait_for_one(slots, left)
         except BaseException:  # Ctrl-C while waiting: even a slot just taken is let go
-            self._descriptor = None
+            self._held = None
             raise
         finally:
-            for descriptor in descriptors:
-                if descriptor != self._descriptor:
-                    os.close(descriptor)
-        return self._descriptor is not None
+            for slot in slots:
+                if slot is not self._held:
+                    slot.close()
+        return self._held is not None
 
     def let_go(self) -> None:
         """Let go of the slot held, if any."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # which lets go of its lock
-            self._descriptor = None
+        if self._held is not None:
+            self._held.close()  # which lets go of its lock
+            self._held = None
 
-    def _forget(self) -> None:
-        """In a forked child: close its copy of the held slot's descriptor, which leaves the lock to the parent (a
-        lock on an open file lasts until every descriptor of it is closed)."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def _open(self, descriptors: list[int]) -> None:
-        """Add a descriptor of each slot's file to ``descriptors``, making the files if need be; none when one cannot
-        be made."""
+    def _open_all(self, slots: list[LockFile]) -> None:
+        """Add each slot's file, open, to ``slots``, making the files if need be; none when one cannot be made."""
         try:
             self._paths[0].parent.mkdir(exist_ok=True)
             for path in self._paths:
-                descriptors.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
+                slots.append(LockFile(path))
         except OSError:
-            for descriptor in descriptors:
-                os.close(descriptor)
-            descriptors.clear()
+            for slot in slots:
+                slot.close()
+            slots.clear()
 
-    def _wait_for_one(self, descriptors: list[int], left: Callable[[], int]) -> None:
-        """Lock one of ``descriptors`` into ``_descriptor``, waiting as :meth:`take` says."""
+    def _wait_for_one(self, slots: list[LockFile], left: Callable[[], int]) -> None:
+        """Lock one of ``slots`` into ``_held``, waiting as :meth:`take` says."""
         seen: int | None = None
         looked_at = time.monotonic()
-        while descriptors:
-            for descriptor in descriptors:
+        while slots:
+            for slot in slots:
                 try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(slot.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:  # held by another runner
                     continue
                 except OSError:  # a file system without flock
                     return
-                self._descriptor = descriptor
+                self._held = slot
                 return
             if seen is None or time.monotonic() - looked_at >= LOOK_SECONDS:
                 now_left = left()
@@ -118,14 +108,3 @@ class CoreSlots:
                     return
                 seen, looked_at = now_left, time.monotonic()
             time.sleep(POLL_SECONDS)
-
-
-_every_slots: weakref.WeakSet[CoreSlots] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for slots in list(_every_slots):
-        slots._forget()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

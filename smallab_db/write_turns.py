@@ -10,24 +10,20 @@ cores spent 0.06-0.10 s between one writer letting go and the next starting, per
 this way. A runner stopped (SIGSTOP, Ctrl-Z) while it holds the turn holds the others up until it goes on, as it
 would inside a SQLite transaction. SQLite's own locking still guards the data: the lock file only orders
 smallab-db's writers. If it cannot be created (a folder made read-only since), the write goes ahead under SQLite's
-locking alone. A child forked without exec (a multiprocessing pool an experiment starts) shares the lock file's open
-file with its parent, and would hold the turn after the parent let go of it, every writer waiting until the child
-exits; so it closes its copy at once, unless the thread that forked is the one in the turn, which closes it as it
-leaves.
+locking alone. A child forked without exec does not keep the lock (see :mod:`smallab_db.lock_files`).
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import URL
 
 from smallab_db.database import beside_sqlite_file
+from smallab_db.lock_files import LockFile
 
 LOCK_SUFFIX = "-lock"
 
@@ -40,9 +36,7 @@ class WriteTurns:
         self._before_turn = before_turn  # called before a turn is waited for: Ctrl-C there stops no write midway
         self._thread_lock = threading.Lock()
         self._holder: int | None = None  # the thread holding the turn
-        self._descriptor: int | None = None  # the lock file's, open from before the turn is waited for to its end
         self._lock_path = beside_sqlite_file(url, LOCK_SUFFIX)
-        _every_turns.add(self)
 
     def held_here(self) -> bool:
         """Whether the calling thread holds the turn."""
@@ -56,32 +50,24 @@ class WriteTurns:
             return
         self._before_turn()
         with self._thread_lock:
-            descriptor = self._descriptor = self._open_lock_file()
+            lock_file = self._open_lock_file()
             try:
-                if descriptor is not None:
-                    self._wait_for(descriptor)
+                if lock_file is not None:
+                    self._wait_for(lock_file.descriptor)
                 self._holder = threading.get_ident()
                 try:
                     yield
                 finally:
                     self._holder = None
             finally:
-                if self._descriptor is not None:  # None in a forked child that closed it already
-                    os.close(self._descriptor)  # which releases the lock: no descriptor stays open between writes
-                    self._descriptor = None
+                if lock_file is not None:
+                    lock_file.close()  # which releases the lock: no descriptor stays open between writes
 
-    def _forget(self) -> None:
-        """In a forked child: close its copy of the lock file's descriptor, which leaves the lock to the parent (a
-        lock on an open file lasts until every descriptor of it is closed), unless this thread is in the turn."""
-        if self._descriptor is not None and self._holder != threading.get_ident():
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def _open_lock_file(self) -> int | None:
+    def _open_lock_file(self) -> LockFile | None:
         if self._lock_path is None:
             return None
         try:
-            return os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            return LockFile(self._lock_path)
         except OSError:
             return None
 
@@ -92,14 +78,3 @@ class WriteTurns:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError:  # a file system without flock: SQLite's locking alone
             pass
-
-
-_every_turns: weakref.WeakSet[WriteTurns] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for turns in list(_every_turns):
-        turns._forget()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

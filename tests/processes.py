@@ -1,16 +1,17 @@
 """Starting child processes in tests: each in a process group of its own, killed with its children when the test
-ends (``conftest.py`` does that after every test), or at once when a call's time limit passes."""
+ends (``conftest.py`` does that after every test), or at once when a call's time limit passes; and children forked
+without exec, killed when the test ends."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _started: list[subprocess.Popen[Any]] = []
-_forked: list[int] = []  # the process ids of children forked without exec
+_forked: list[tuple[int, int]] = []  # children forked without exec: (process id, the pipe end they wait on)
 
 
 def spawn(command: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
@@ -45,24 +46,33 @@ def run(
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def fork_waiting() -> int:
-    """Fork a child without exec, as ``multiprocessing`` does, that waits, running nothing, until it is killed (when
-    the test ends); return its process id once the child runs (the fork's handlers in the child have run)."""
-    running, says_running = os.pipe()
+def fork_waiting(in_child: Callable[[], bool] = lambda: True) -> bool:
+    """Fork a child without exec, as ``multiprocessing`` does, that calls ``in_child`` and then waits, running
+    nothing, until it is killed when the test ends, or this process exits; return what ``in_child`` returned (False
+    if it raised), once the child has called it (the fork's handlers in the child have run before)."""
+    said, say = os.pipe()
+    alive, keep_alive = os.pipe()  # the child waits to read what only this process may write: nothing, ever
     pid = os.fork()
     if pid == 0:  # the child: never returns into the test
         try:
-            os.write(says_running, b"r")
-            signal.pause()
+            for _, earlier in _forked:
+                os.close(earlier)  # so that each child sees this process end, not the others
+            os.close(keep_alive)
+            try:
+                answer = in_child()
+            except BaseException:
+                answer = False
+            os.write(say, b"1" if answer else b"0")
+            os.read(alive, 1)
         finally:
             os._exit(0)
-    _forked.append(pid)
-    os.close(says_running)
+    _forked.append((pid, keep_alive))
+    os.close(alive)
+    os.close(say)
     try:
-        assert os.read(running, 1) == b"r"
+        return os.read(said, 1) == b"1"
     finally:
-        os.close(running)
-    return pid
+        os.close(said)
 
 
 def kill_group(process: subprocess.Popen[Any], signal_number: int = signal.SIGKILL) -> None:
@@ -77,9 +87,13 @@ def kill_all() -> None:
     """Kill every process group started since the last call (thawing stopped ones first) and reap the leaders, and
     every forked child."""
     while _forked:
-        pid = _forked.pop()
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        pid, keep_alive = _forked.pop()
+        os.close(keep_alive)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):  # reaped already
+            pass
     while _started:
         process = _started.pop()
         kill_group(process, signal.SIGCONT)

@@ -5,10 +5,12 @@ real processes holding the real locks of ``<database>-cores``."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -243,4 +245,31 @@ def test_a_child_forked_while_a_slot_is_held_leaves_the_slot_to_its_parent(tmp_p
     processes.fork_waiting()  # lives until the test ends
     assert first_slot(database) == "held"
     slots.let_go()
+    assert first_slot(database) == "free"
+
+
+def test_a_child_forked_while_a_runner_waits_for_a_slot_leaves_it_the_slot_it_then_takes(tmp_path: Path) -> None:
+    database = tmp_path / "slots.db"
+    folder, core = Path(f"{database}{CORES_SUFFIX}"), min(os.sched_getaffinity(0))
+    holder, waiter = CoreSlots(folder, [core]), CoreSlots(folder, [core])
+    assert holder.take(lambda: 1)
+    waiting = threading.Event()
+    looks = itertools.count(1)
+    deadline = time.monotonic() + 60
+
+    def left() -> int:  # the batch moves on, for a minute at most: the waiter keeps waiting
+        waiting.set()
+        return next(looks) if time.monotonic() < deadline else 0
+
+    taken: list[bool] = []
+    thread = threading.Thread(target=lambda: taken.append(waiter.take(left)), daemon=True)
+    thread.start()
+    try:
+        assert waiting.wait(60)
+        processes.fork_waiting()  # while the waiter has the slot's file open: lives until the test ends
+    finally:
+        holder.let_go()
+        thread.join(60)
+    assert taken == [True]
+    waiter.let_go()
     assert first_slot(database) == "free"

@@ -230,6 +230,15 @@ def test_a_child_forked_during_a_write_turn_leaves_the_turn_to_its_parent(tmp_pa
     assert lock_state(f"{database}{LOCK_SUFFIX}") == "free"
 
 
+def test_a_child_forked_by_the_writer_in_its_turn_leaves_the_turn_to_it(tmp_path: Path) -> None:
+    database = tmp_path / "forked.db"
+    turns = WriteTurns(sa.make_url(f"sqlite:///{database}"))
+    with turns.turn():
+        processes.fork_waiting()  # a pool a hook starts, say: lives until the test ends
+        assert lock_state(f"{database}{LOCK_SUFFIX}") == "held"
+    assert lock_state(f"{database}{LOCK_SUFFIX}") == "free"
+
+
 def test_a_lock_file_that_cannot_be_opened_leaves_sqlite_s_locking_alone(tmp_path: Path) -> None:
     database = tmp_path / "no-lock.db"
     (tmp_path / f"no-lock.db{LOCK_SUFFIX}").mkdir()  # opening it for writing fails
