@@ -4,6 +4,7 @@ the runs that workers hand back by id."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,12 @@ POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 if str(TESTS) not in sys.path:  # workers and subprocesses import tests/workloads.py
     sys.path.insert(0, str(TESTS))
+
+# The tests of Ctrl-C send SIGINT, to this process and to the ones it starts. A shell that starts the suite in the
+# background without job control ignores SIGINT, and processes inherit that: Python then leaves it ignored. Handled
+# here, it is the default again in every process started (exec resets handlers, not what is ignored).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
